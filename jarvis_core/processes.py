@@ -1,0 +1,194 @@
+"""Starting, watching and ending the processes Jarvis launches, the same way on Windows and POSIX.
+
+Everything here identifies a process by (pid, create_time), so a PID reused by the system after a crash is never
+mistaken for one of ours.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import psutil
+
+from .errors import EngineError, EngineTimeoutError
+
+IS_WINDOWS = sys.platform == "win32"
+
+
+def spawn(cmd: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None = None,
+          cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start `cmd` in its own process group with stdout and stderr appended to `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict = {}
+    if IS_WINDOWS:
+        kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # so CTRL_BREAK reaches only this tree
+    else:
+        kwargs["start_new_session"] = True  # its own process group: orphans of the tree stay findable
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=dict(env) if env is not None else None, cwd=cwd, **kwargs)
+
+
+def create_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def _same_process(pid: int, created: float | None) -> psutil.Process | None:
+    try:
+        proc = psutil.Process(pid)
+        if created is not None and abs(proc.create_time() - created) > 0.05:
+            return None  # the PID was reused: not ours
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def is_running(pid: int, created: float | None) -> bool:
+    return _same_process(pid, created) is not None
+
+
+def end_tree(pid: int, created: float | None, *, timeout: float = 10.0) -> bool:
+    """End the process and all its descendants: gracefully first, forcefully after `timeout` seconds.
+
+    Returns True when something of ours was running. The root is asked first, so a server can stop its own
+    children cleanly; whatever of the snapshot taken beforehand is still alive afterwards is killed.
+    """
+    root = _same_process(pid, created)
+    if root is None:
+        return False
+    try:
+        tree = root.children(recursive=True)  # snapshot first: a dead parent hides its children
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        tree = []
+    group = _process_group(pid)
+    _ask_to_stop(root)
+    _, alive = psutil.wait_procs([root], timeout=timeout)
+    alive_children = [p for p in tree if p.is_running()]
+    for proc in alive_children:
+        _quietly(proc.terminate)
+    _, alive_children = psutil.wait_procs(alive_children, timeout=min(timeout, 5.0))
+    for proc in alive + alive_children:
+        _quietly(proc.kill)
+    psutil.wait_procs(alive + alive_children, timeout=5.0)
+    if group is not None:  # orphans that left the tree but stayed in the group we created
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return True
+
+
+def _process_group(pid: int) -> int | None:
+    if IS_WINDOWS:
+        return None
+    try:
+        group = os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+    # Only a group this process leads (we started it with start_new_session) is ours to end.
+    return group if group == pid and group != os.getpgrp() else None
+
+
+def _ask_to_stop(proc: psutil.Process) -> None:
+    if IS_WINDOWS:
+        try:
+            proc.send_signal(signal.CTRL_BREAK_EVENT)  # graceful, reaches only our own process group
+            return
+        except (OSError, ValueError, psutil.Error):
+            pass
+    _quietly(proc.terminate)
+
+
+def _quietly(action: Callable[[], object]) -> None:
+    try:
+        action()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+        pass
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a log file, for error messages."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return "".join(deque(fh, maxlen=lines)).rstrip()
+    except OSError:
+        return ""
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def listener_pid(port: int) -> int | None:
+    """The PID listening on a TCP port, when the system tells (it may not, without privileges)."""
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                return conn.pid
+    except (psutil.AccessDenied, OSError):
+        pass
+    return None
+
+
+def process_name(pid: int | None) -> str | None:
+    if pid is None:
+        return None
+    try:
+        return " ".join(psutil.Process(pid).cmdline()[:3]) or psutil.Process(pid).name()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_ready(probe: Callable[[], bool], *, timeout: float, what: str,
+                     alive: Callable[[], str | None] | None = None, on_wait: Callable[[float], None] | None = None,
+                     interval: float = 0.025, max_interval: float = 0.05) -> float:
+    """Poll `probe` until it returns True; returns the seconds waited.
+
+    `alive` returns None while the thing being waited for still runs, or a one-line reason once it has died, which
+    ends the wait at once (fail fast). `on_wait(elapsed)` is called about once a second, for progress. The probe
+    interval starts short and grows to `max_interval`, so readiness is noticed within tens of milliseconds without
+    flooding a loading engine.
+    """
+    start = time.monotonic()
+    deadline = start + timeout
+    last_note = start
+    while True:
+        if probe():
+            return time.monotonic() - start
+        if alive is not None:
+            reason = alive()
+            if reason is not None:
+                raise EngineError(f"{what} stopped before it was ready: {reason}")
+        now = time.monotonic()
+        if now >= deadline:
+            raise EngineTimeoutError(f"{what} was not ready after {timeout:.0f} s; raise timeouts.start in config.yaml "
+                                     f"if it needs longer.")
+        if on_wait is not None and now - last_note >= 1.0:
+            on_wait(now - start)
+            last_note = now
+        time.sleep(min(interval, max(0.0, deadline - now)))
+        interval = min(interval * 1.5, max_interval)

@@ -1,0 +1,82 @@
+"""The state file: what Jarvis started (processes, containers, loaded models), so that it, and only it, can be
+cleaned up later, even after a crash. Lives in the user state folder (platformdirs), or `JARVIS_STATE_DIR`.
+
+A record is a small JSON object: `id`, `engine`, `kind` (`process`, `container`, `model`, or a plugin's own kind),
+`run_id`, `started_at`, plus the fields its plugin needs to find the thing again (`pid` and `create_time` for a
+process, so a reused PID is never mistaken for ours; `container` for a container).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+
+def default_state_dir() -> Path:
+    override = os.environ.get("JARVIS_STATE_DIR")
+    if override:
+        return Path(override)
+    from platformdirs import user_state_path
+
+    return user_state_path("jarvis", appauthor=False)
+
+
+class StateStore:
+    """Records in `<dir>/state.json`, each write atomic (write a temp file, then replace)."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.dir = Path(directory) if directory is not None else default_state_dir()
+        self.path = self.dir / "state.json"
+        self.logs_dir = self.dir / "logs"
+
+    def records(self, engine: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
+        return [r for r in self._read() if (engine is None or r.get("engine") == engine)
+                and (kind is None or r.get("kind") == kind)]
+
+    def add(self, engine: str, kind: str, *, run_id: str = "", **fields: Any) -> dict[str, Any]:
+        record = {"id": uuid.uuid4().hex[:12], "engine": engine, "kind": kind, "run_id": run_id,
+                  "started_at": time.time(), **fields}
+        with self._update() as records:
+            records.append(record)
+        return record
+
+    def remove(self, record_id: str) -> None:
+        with self._update() as records:
+            records[:] = [r for r in records if r.get("id") != record_id]
+
+    def log_path(self, name: str) -> Path:
+        """A log file for something Jarvis starts (`ollama-serve.log`), in the state folder."""
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        return self.logs_dir / name
+
+    def _read(self) -> list[dict[str, Any]]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError):
+            # A corrupt state file must not stop Jarvis; keep it aside for inspection and start afresh.
+            self.path.replace(self.path.with_suffix(f".corrupt-{int(time.time())}"))
+            return []
+        records = data.get("records") if isinstance(data, dict) else None
+        return [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
+
+    @contextmanager
+    def _update(self) -> Iterator[list[dict[str, Any]]]:
+        records = self._read()
+        yield records
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".state-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump({"version": 1, "records": records}, fh, indent=2)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
