@@ -46,6 +46,9 @@ class EngineContext:
     progress: Progress
     run_id: str = ""
     force_download: bool = False
+    """Downloads were forced (`--force-download`); `pull` is only ever called then."""
+    keep_loaded: bool = False
+    """Keep models resident with no idle unload (`jarvis loadout up`); a test run lets the engine's timer apply."""
 
 
 # --- results of the lifecycle hooks -------------------------------------------------------------------------------

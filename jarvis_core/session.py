@@ -32,12 +32,13 @@ log = logging.getLogger("jarvis")
 class Session:
     def __init__(self, config: Config | None = None, *, state: StateStore | None = None,
                  progress: Progress | None = None, force_download: bool = False, run_id: str | None = None,
-                 registry: EngineRegistry | None = None) -> None:
+                 registry: EngineRegistry | None = None, keep_loaded: bool = False) -> None:
         self.config = config if config is not None else load_config()
         self.registry = registry if registry is not None else get_registry()
         self.state = state if state is not None else StateStore()
         self.progress = progress if progress is not None else Progress()
         self.force_download = force_download
+        self.keep_loaded = keep_loaded
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self._contexts: dict[str, EngineContext] = {}
 
@@ -54,7 +55,8 @@ class Session:
             settings = self.config.engine_settings(engine, spec.settings)
             self._contexts[engine] = EngineContext(
                 engine=engine, settings=settings, config=self.config, state=self.state, progress=self.progress,
-                run_id=self.run_id, force_download=self.force_download)
+                run_id=self.run_id, force_download=self.force_download,
+                keep_loaded=self.keep_loaded)
         return self._contexts[engine]
 
     def validate_settings(self) -> None:

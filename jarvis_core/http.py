@@ -1,0 +1,62 @@
+"""HTTP plumbing shared by engine plugins: a client for local engines, and line streaming with arrival stamps.
+
+Stamps follow metrics.md: a line gets the `perf_counter_ns()` of the network read that completed it, taken before
+any parsing, so JSON decoding never leaks into TTFT.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:
+    import httpx
+
+
+def make_client(base_url: str = "", *, timeout: float = 300.0, connect_timeout: float = 5.0,
+                headers: dict[str, str] | None = None) -> httpx.Client:
+    """An httpx client for an engine. Environment proxies are ignored: engines are local, and a corporate proxy
+    must not see (or break) traffic to 127.0.0.1. Compression is refused so stamps see bytes as the engine sends them."""
+    import httpx
+
+    return httpx.Client(base_url=base_url, timeout=httpx.Timeout(timeout, connect=connect_timeout), trust_env=False,
+                        headers={"Accept-Encoding": "identity", **(headers or {})})
+
+
+def stamped_lines(response: httpx.Response) -> Iterator[tuple[int, bytes]]:
+    """Yield `(arrival_ns, line)` for each line of a streamed body, without its line ending."""
+    clock = time.perf_counter_ns
+    pending = b""
+    for data in response.iter_raw():
+        arrived = clock()
+        if b"\n" not in data:
+            pending += data
+            continue
+        lines = (pending + data).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            yield arrived, line.rstrip(b"\r")
+    if pending:
+        yield clock(), pending.rstrip(b"\r")
+
+
+def error_message(status: int, body: bytes) -> str:
+    """One line from an engine's error response: OpenAI/vLLM nested or flat shapes, Ollama's, or raw text."""
+    import json
+
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        data: Any = json.loads(text)
+    except ValueError:
+        data = None
+    message = None
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict):
+            message = err.get("message") or err.get("detail")
+        elif isinstance(err, str):
+            message = err
+        message = message or data.get("detail") or data.get("message")
+    if not message:
+        message = text[:300] or "no body"
+    return f"HTTP {status}: {message}" if status else str(message)
