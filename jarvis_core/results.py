@@ -1,0 +1,123 @@
+"""results.jsonl: one JSON object per line, appended and flushed the moment it is known, so a crash loses nothing.
+
+Record types (the `type` key):
+- `run`: the environment at the start (versions, host, GPU, flags, argv, files).
+- `engine`: an engine brought up (name, version, address).
+- `warmup`: a model's cold start (setup, model, cold_start_s, load_s).
+- `sample`: one timed request, or one cell that could not run (status missing/unavailable/skipped/error, with
+  `repetition` null). Keys: setup, model (canonical ID), engine, engine_model, test, repetition, cold, status, reason,
+  stream, answer, the figures of `metrics.figures`, server (the engine's own figures), time.
+- `end`: the run finished or was interrupted.
+
+`summarize` folds samples into one row per setup × model × test: the cell's status and the statistics of each figure
+over its warm samples.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .metrics import STAT_FIGURES, Stats, stats
+
+STATUSES = ("ok", "failed", "error", "missing", "unavailable", "skipped")
+
+
+class ResultsWriter:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(path, "a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def read_results(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of a results file. A torn last line (a crash mid-write) is skipped."""
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                yield record
+
+
+@dataclass
+class SummaryRow:
+    setup: str
+    model: str
+    engine: str
+    test: str
+    status: str
+    reason: str = ""
+    ok: int = 0
+    failed: int = 0
+    error: int = 0
+    skipped: int = 0
+    stream: bool | None = None
+    token_source: str | None = None
+    cold_start_s: float | None = None
+    load_s: float | None = None
+    stats: dict[str, Stats | None] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.setup, self.model, self.test
+
+
+def cell_status(samples: list[dict[str, Any]]) -> tuple[str, str]:
+    """One status and reason for a cell from its samples: error beats failed beats ok; non-run statuses as they are."""
+    counts = {s: sum(1 for r in samples if r.get("status") == s) for s in STATUSES}
+    timed = counts["ok"] + counts["failed"] + counts["error"]
+    for status in ("error", "failed"):
+        if counts[status]:
+            first = next(r for r in samples if r.get("status") == status)
+            return status, f"{counts[status]} of {timed} {status}: {first.get('reason', '')}".strip()
+    if counts["ok"]:
+        return "ok", ""
+    first = samples[0] if samples else {}
+    return first.get("status", "error"), first.get("reason", "")
+
+
+def summarize(records: Iterable[dict[str, Any]]) -> list[SummaryRow]:
+    cells: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    warmups: dict[tuple[str, str], dict[str, Any]] = {}
+    for record in records:
+        if record.get("type") == "sample":
+            cells[(record.get("setup", ""), record.get("model", ""), record.get("test", ""))].append(record)
+        elif record.get("type") == "warmup":
+            warmups[(record.get("setup", ""), record.get("model", ""))] = record
+    rows = []
+    for (setup, model, test), samples in cells.items():
+        status, reason = cell_status(samples)
+        warm = [r for r in samples if r.get("status") in ("ok", "failed") and not r.get("cold")]
+        cold = next((r for r in samples if r.get("cold")), None)
+        warmup = warmups.get((setup, model))
+        row = SummaryRow(
+            setup=setup, model=model, engine=samples[0].get("engine", ""), test=test, status=status, reason=reason,
+            ok=sum(r.get("status") == "ok" for r in samples), failed=sum(r.get("status") == "failed" for r in samples),
+            error=sum(r.get("status") == "error" for r in samples),
+            skipped=sum(r.get("status") == "skipped" for r in samples),
+            stream=samples[0].get("stream"),
+            token_source=next((r.get("token_source") for r in warm if r.get("token_source")), None),
+            cold_start_s=(warmup or {}).get("cold_start_s") if warmup else (cold or {}).get("e2e_s"),
+            load_s=(warmup or cold or {}).get("load_s"),
+            stats={name: stats(r.get(name) for r in warm) for name in STAT_FIGURES},
+        )
+        rows.append(row)
+    return rows
