@@ -70,7 +70,7 @@ def register(plugin: object, name: str, *, distribution: str | None = None, vers
         log.warning("plugin '%s' is invalid and is skipped: %s", name, exc)
         return False
     known = set(hook_names())
-    unknown = sorted({impl.name for impl in _hookimpls_of(name)} - known)
+    unknown = sorted(_hook_names_of(name) - known)
     if unknown:
         pm.unregister(name=name)
         log.warning("plugin '%s' implements %s, which %s not a Jarvis hook (misspelled?); the plugin is skipped. "
@@ -87,17 +87,15 @@ def unregister(name: str) -> None:
     _info.pop(name, None)
 
 
-def _hookimpls_of(name: str) -> list[pluggy.HookImpl]:
+def _hook_names_of(name: str) -> set[str]:
+    """The names of every hook the plugin implements, including ones without a spec (misspellings)."""
     plugin = pm.get_plugin(name)
-    impls: list[pluggy.HookImpl] = []
-    for caller in pm.get_hookcallers(plugin) or []:
-        impls.extend(i for i in caller.get_hookimpls() if i.plugin is plugin)
-    # Hookimpls whose hook has no spec are only reachable through pm.hook's unverified callers.
+    found = set()
     for hook_name in dir(pm.hook):
         caller = getattr(pm.hook, hook_name)
-        if isinstance(caller, pluggy.HookCaller) and not caller.has_spec():
-            impls.extend(i for i in caller.get_hookimpls() if i.plugin is plugin)
-    return impls
+        if isinstance(caller, pluggy.HookCaller) and any(i.plugin is plugin for i in caller.get_hookimpls()):
+            found.add(hook_name)
+    return found
 
 
 def _allow_list() -> set[str] | None:
@@ -118,8 +116,7 @@ def plugin_info() -> list[tuple[PluginInfo, list[str]]]:
     out = []
     for name, plugin in pm.list_name_plugin():
         info = _info.get(name, PluginInfo(name, None, None))
-        hooks = sorted(impl.name for caller in pm.get_hookcallers(plugin) or []
-                       for impl in caller.get_hookimpls() if impl.plugin is plugin)
+        hooks = sorted(_hook_names_of(name))
         out.append((info, hooks))
     return sorted(out, key=lambda item: item[0].name)
 
