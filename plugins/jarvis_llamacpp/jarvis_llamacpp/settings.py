@@ -1,0 +1,57 @@
+"""The `engines: llamacpp:` section of config.yaml, as a dataclass the core type-checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+MODELS_ENV = "JARVIS_LLAMACPP_MODELS"
+"""Environment variable naming the models folder; when set it wins over config.yaml."""
+
+
+def default_models_dir() -> Path:
+    """Jarvis's model cache for GGUF files: `<user cache>/jarvis/models/gguf`."""
+    from platformdirs import user_cache_path
+
+    return user_cache_path("jarvis", appauthor=False) / "models" / "gguf"
+
+
+@dataclass
+class LlamaCppSettings:
+    """How Jarvis runs llama.cpp. Every field is optional in config.yaml."""
+
+    models_dir: Path = field(default_factory=default_models_dir)
+    """Where model names are looked up (`<name>.gguf`, or a known alias's file) and where `pull` puts files."""
+    python: str = field(default_factory=lambda: sys.executable)
+    """The interpreter that has `llama-cpp-python[server]` installed; the server runs as `python -m llama_cpp.server`."""
+    host: str = "127.0.0.1"
+    """Address the server listens on. Keep it on loopback: the server has no authentication."""
+    n_ctx: int = 2048
+    """Context size the server is started with (llama.cpp fixes it per server, not per request)."""
+    n_threads: int | None = None
+    """Threads for generation; None leaves llama-cpp-python's default."""
+    extra_args: list[str] = field(default_factory=list)
+    """More `llama_cpp.server` flags, appended as given (`["--n_batch", "256"]`)."""
+
+    def __post_init__(self) -> None:
+        if self.n_ctx < 1:
+            raise ValueError(f"n_ctx must be a positive number of tokens, found {self.n_ctx}")
+        if self.n_threads is not None and self.n_threads < 1 and self.n_threads != -1:
+            raise ValueError(f"n_threads must be a positive integer (or -1 for all cores), found {self.n_threads}")
+        if not self.host:
+            raise ValueError("host must not be empty; use 127.0.0.1")
+        if not self.python:
+            raise ValueError("python must name an interpreter; leave it out to use the one running Jarvis")
+        self.python = os.path.expanduser(self.python)
+        self.models_dir = Path(os.path.expanduser(str(self.models_dir)))
+
+    def apply_environment(self, environ: Mapping[str, str]) -> LlamaCppSettings:
+        """Called by the core after building the settings from config.yaml: `JARVIS_LLAMACPP_MODELS` wins."""
+        override = environ.get(MODELS_ENV)
+        if override:
+            return dataclasses.replace(self, models_dir=Path(override))
+        return self
