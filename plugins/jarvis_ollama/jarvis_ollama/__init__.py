@@ -1,0 +1,195 @@
+"""Jarvis engine plugin for Ollama: engine `ollama`, model-ID prefix `ol_` (`ol_qwen2.5:0.5b#stream`).
+
+The hooks live here and stay thin; the work is in `server` (the `ollama serve` process), `client` (the REST API),
+`loading` (warmup and unload), `store` (models on disk) and `settings` (config.yaml and OLLAMA_* variables).
+httpx and psutil are imported only when a hook runs, so `jarvis --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from jarvis_core.engine import EngineSpec
+from jarvis_core.hookspecs import hookimpl
+
+from .settings import OllamaSettings
+
+if TYPE_CHECKING:
+    from jarvis_core.engine import (
+        Availability,
+        ChatRequest,
+        Detection,
+        EngineContext,
+        InferResult,
+        StartResult,
+        StopResult,
+        WarmupResult,
+    )
+    from jarvis_core.modelid import ModelRef
+
+__version__ = "0.1.0"
+
+ENGINE = "ollama"
+PREFIXES = ("ol_",)
+
+__all__ = ["ENGINE", "PREFIXES", "OllamaSettings", "__version__"]
+
+
+@hookimpl
+def register_engines(register: Callable[[EngineSpec], None]) -> None:
+    register(EngineSpec(name=ENGINE, prefixes=PREFIXES, description="Ollama, the native server (ollama serve)",
+                        settings=OllamaSettings))
+
+
+@hookimpl
+def detect(ctx: EngineContext) -> Detection | None:
+    if ctx.engine != ENGINE:
+        return None
+    from jarvis_core.engine import Detection
+
+    from . import server
+
+    settings: OllamaSettings = ctx.settings
+    exe = server.find_executable(settings)
+    found = server.server_version(settings.url)
+    ours = found is not None and bool(server.running_records(ctx, settings.url))
+    if found is not None:
+        detail = f"Ollama {found} answers at {settings.url}" + ("; started by Jarvis" if ours else "")
+        detail += f"; program: {exe}" if exe else "; no ollama program on this machine (a remote server?)"
+    else:
+        holder = server.port_holder(settings)
+        if holder is not None:
+            detail = server.port_taken_message(settings, holder)
+        elif exe:
+            detail = f"installed at {exe}; no server at {settings.url} yet (Jarvis starts one when needed)"
+        else:
+            detail = server.not_installed_message(settings)
+    return Detection(engine=ENGINE, installed=exe is not None, reachable=found is not None, version=found,
+                     address=settings.url, detail=detail, started_by_jarvis=ours)
+
+
+@hookimpl
+def is_available(ctx: EngineContext, model: ModelRef) -> Availability | None:
+    if ctx.engine != ENGINE:
+        return None
+    import httpx
+    from jarvis_core.engine import Availability
+    from jarvis_core.errors import EngineError
+
+    from . import client, server, store
+
+    settings: OllamaSettings = ctx.settings
+    fix = f"ollama pull {model.name}"
+    if server.server_version(settings.url) is not None:
+        with client.client_for(settings.url, timeout=30.0) as http:
+            try:
+                entry = client.find(client.tags(http), model.name)
+            except (httpx.HTTPError, client.OllamaAPIError) as exc:
+                raise EngineError(f"Ollama at {settings.url} could not list its models: {exc}", engine=ENGINE) \
+                    from None
+        if entry is not None:
+            return Availability(present=True, detail=f"on the Ollama server at {settings.url}",
+                                revision=entry.get("digest") if isinstance(entry.get("digest"), str) else None)
+        return Availability(present=False, fix=fix,
+                            detail=f"not among the models of the Ollama server at {settings.url}")
+    dirs = store.candidate_dirs(settings.models_dir)
+    found = store.locate(dirs, model.name)
+    if found is not None:
+        return Availability(present=True, revision=found.digest,
+                            detail=f"on disk in {found.models_dir} (Ollama is not running)")
+    where = ", ".join(str(d) for d in dirs)
+    return Availability(present=False, fix=fix, detail=f"not on disk in {where} (Ollama is not running; set "
+                                                       f"OLLAMA_MODELS or engines.ollama.models_dir if it is elsewhere)")
+
+
+@hookimpl
+def pull(ctx: EngineContext, model: ModelRef) -> Availability | None:
+    if ctx.engine != ENGINE:
+        return None
+    import httpx
+    from jarvis_core.engine import Availability
+    from jarvis_core.errors import EngineError
+
+    from . import client, server
+
+    settings: OllamaSettings = ctx.settings
+    server.ensure_running(ctx)  # Ollama downloads through its server
+    task = ctx.progress.task(f"Pulling {model.name}", total=None)
+    with client.client_for(settings.url, timeout=ctx.config.timeouts.request) as http:
+        try:
+            client.pull(http, model.name, on_progress=task.update, timeout=ctx.config.timeouts.request)
+        except client.OllamaAPIError as exc:
+            task.close(f"Pulling {model.name} failed: {exc.message}")
+            return Availability(present=False, detail=f"Ollama could not pull '{model.name}': {exc.message}",
+                                fix=f"check the name at https://ollama.com/search, then: ollama pull {model.name}")
+        except httpx.HTTPError as exc:
+            task.close(f"Pulling {model.name} broke off")
+            raise EngineError(f"The download of '{model.name}' broke off ({type(exc).__name__}: {exc}); run again "
+                              f"to resume it.", engine=ENGINE) from None
+        task.close(f"Pulled {model.name}")
+        try:
+            entry = client.find(client.tags(http), model.name)
+        except (httpx.HTTPError, client.OllamaAPIError):
+            entry = None
+    digest = entry.get("digest") if entry is not None and isinstance(entry.get("digest"), str) else None
+    return Availability(present=True, detail=f"pulled into the Ollama server at {settings.url}", revision=digest)
+
+
+@hookimpl
+def start(ctx: EngineContext, model: ModelRef) -> StartResult | None:
+    if ctx.engine != ENGINE:
+        return None
+    from . import server
+
+    return server.ensure_running(ctx)
+
+
+@hookimpl
+def warmup(ctx: EngineContext, model: ModelRef) -> WarmupResult | None:
+    if ctx.engine != ENGINE:
+        return None
+    from . import loading
+
+    return loading.warmup(ctx, model)
+
+
+@hookimpl
+def infer(ctx: EngineContext, model: ModelRef, request: ChatRequest) -> InferResult | None:
+    if ctx.engine != ENGINE:
+        return None
+    from . import client, loading
+    from .settings import normalize_keep_alive
+
+    settings: OllamaSettings = ctx.settings
+    keep_alive = normalize_keep_alive(request.keep_alive) if request.keep_alive is not None \
+        else loading.keep_alive_for(ctx)
+    with client.client_for(settings.url, timeout=request.timeout) as http:
+        return client.chat(http, model.name, request, keep_alive=keep_alive, num_ctx=settings.num_ctx)
+
+
+@hookimpl
+def stop(ctx: EngineContext) -> StopResult | None:
+    if ctx.engine != ENGINE:
+        return None
+    from jarvis_core.engine import StopResult
+
+    from . import loading, server
+
+    settings: OllamaSettings = ctx.settings
+    done, left, released = loading.unload_recorded(ctx)
+    records = ctx.state.records(ENGINE, "process")
+    for record in records:
+        if server.end_recorded(ctx, record):
+            done.append(f"ollama serve (pid {record.get('pid')}) at {record.get('address')}, started by Jarvis")
+            released = released if released is False else True
+    if settings.url not in {r.get("address") for r in records}:
+        found = server.server_version(settings.url)
+        if found is not None and settings.stop_foreign_server:
+            ended, kept = server.stop_foreign(ctx)
+            done += ended
+            left += kept
+        elif found is not None:
+            left.append(f"Ollama {found} at {settings.url}, not started by Jarvis (set "
+                        f"engines.ollama.stop_foreign_server: true to stop it too)")
+    detail = "; ".join(done) if done else "nothing of Jarvis's was running"
+    return StopResult(stopped=done, left_running=left, memory_released=released, detail=detail)

@@ -1,0 +1,295 @@
+"""Ollama's native REST API (engines.md §1): liveness, models on disk and in memory, load/unload, pull and chat.
+
+Chat follows metrics.md: every NDJSON line is stamped on arrival, before parsing; the first token is the first line
+with non-empty `message.content` or `message.thinking`; token counts are the server's (`eval_count`). An error line
+inside a stream, a stream that ends without its `done` line, or a broken connection make an error result.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from jarvis_core.engine import ChatRequest, InferResult, Message
+from jarvis_core.http import error_message, stamped_lines
+
+from .names import same_model
+
+if TYPE_CHECKING:
+    import httpx
+
+#: The server's own figures kept in `InferResult.server` (integers; durations in nanoseconds).
+SERVER_FIELDS = ("load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration",
+                 "total_duration")
+_JSON = {"Content-Type": "application/json"}
+
+
+class OllamaAPIError(Exception):
+    """Ollama answered with an error: an HTTP status >= 400, or an `{"error": ...}` object (then status is 200)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+        super().__init__(f"HTTP {status}: {message}" if status >= 400 else message)
+
+
+def client_for(url: str, timeout: float = 300.0) -> httpx.Client:
+    from jarvis_core.http import make_client
+
+    return make_client(url, timeout=timeout, connect_timeout=min(5.0, timeout))
+
+
+def version(client: httpx.Client, timeout: float = 2.0) -> str | None:
+    """The server's version when an Ollama server answers, else None (down, or not Ollama)."""
+    import httpx
+
+    try:
+        response = client.get("/api/version", timeout=timeout)
+        if response.status_code != 200:
+            return None
+        value = response.json().get("version")
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def _json(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        raise OllamaAPIError(response.status_code, _error_text(response.status_code, response.read()))
+    try:
+        data = response.json()
+    except ValueError:
+        raise OllamaAPIError(response.status_code, f"unreadable answer: {response.text[:200]!r}") from None
+    if isinstance(data, dict) and data.get("error"):
+        raise OllamaAPIError(response.status_code, str(data["error"]))
+    return data
+
+
+def _error_text(status: int, body: bytes) -> str:
+    return error_message(0, body) if body.strip() else f"HTTP {status}"
+
+
+def _models(data: Any) -> list[dict[str, Any]]:
+    models = data.get("models") if isinstance(data, dict) else None
+    return [m for m in models if isinstance(m, dict)] if isinstance(models, list) else []
+
+
+def tags(client: httpx.Client, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """`GET /api/tags`: the models on the server's disk."""
+    return _models(_json(client.get("/api/tags", timeout=timeout)))
+
+
+def ps(client: httpx.Client, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """`GET /api/ps`: the models loaded in memory now."""
+    return _models(_json(client.get("/api/ps", timeout=timeout)))
+
+
+def find(models: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    for entry in models:
+        if any(isinstance(entry.get(k), str) and same_model(entry[k], name) for k in ("name", "model")):
+            return entry
+    return None
+
+
+def post(client: httpx.Client, path: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """POST a JSON body and return the single JSON object of the answer; errors raise OllamaAPIError."""
+    response = client.post(path, content=json.dumps(body).encode(), headers=_JSON, timeout=timeout)
+    data = _json(response)
+    return data if isinstance(data, dict) else {}
+
+
+def load(client: httpx.Client, model: str, *, keep_alive: int | str, options: dict[str, Any],
+         timeout: float) -> dict[str, Any]:
+    """Load a model without generating: a chat with no messages (`done_reason: "load"`)."""
+    body: dict[str, Any] = {"model": model, "messages": [], "stream": False, "keep_alive": keep_alive}
+    if options:
+        body["options"] = options
+    return post(client, "/api/chat", body, timeout)
+
+
+def unload(client: httpx.Client, model: str, timeout: float = 30.0) -> dict[str, Any]:
+    """Unload a model now (`keep_alive: 0`); its runner exits and gives its memory back."""
+    return post(client, "/api/generate", {"model": model, "keep_alive": 0, "stream": False}, timeout)
+
+
+def pull(client: httpx.Client, model: str, on_progress: Callable[[int, int], None],
+         on_status: Callable[[str], None] | None = None, timeout: float = 300.0) -> None:
+    """`POST /api/pull`, streamed. Progress is summed over every layer (distinct digest). An error line inside the
+    stream, or a stream that ends without `success`, raises OllamaAPIError."""
+    layers: dict[str, tuple[int, int]] = {}
+    success = False
+    body = json.dumps({"model": model, "stream": True}).encode()
+    with client.stream("POST", "/api/pull", content=body, headers=_JSON, timeout=timeout) as response:
+        if response.status_code >= 400:
+            raise OllamaAPIError(response.status_code, _error_text(response.status_code, response.read()))
+        for _, line in stamped_lines(response):
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                raise OllamaAPIError(200, f"unreadable progress line: {line[:200]!r}") from None
+            if not isinstance(event, dict):
+                continue
+            if event.get("error"):
+                raise OllamaAPIError(200, str(event["error"]))
+            status = str(event.get("status") or "")
+            digest = event.get("digest")
+            if isinstance(digest, str) and isinstance(event.get("total"), int):
+                completed = event.get("completed") if isinstance(event.get("completed"), int) else 0
+                layers[digest] = (min(completed, event["total"]), event["total"])
+                on_progress(sum(c for c, _ in layers.values()), sum(t for _, t in layers.values()))
+            elif status and on_status is not None:
+                on_status(status)
+            if status == "success":
+                success = True
+    if not success:
+        raise OllamaAPIError(200, "the download stream ended before 'success' (server stopped?)")
+
+
+# --- chat ---------------------------------------------------------------------------------------------------------
+
+
+def _message(msg: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": msg.role, "content": msg.content}
+    if msg.images:
+        out["images"] = [base64.b64encode(img).decode("ascii") for img in msg.images]  # plain base64, no data: URL
+    return out
+
+
+def options_for(request: ChatRequest | None, num_ctx: int | None) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if request is not None:
+        for key, value in (("temperature", request.temperature), ("num_predict", request.max_tokens),
+                           ("seed", request.seed), ("num_ctx", request.context_size)):
+            if value is not None:
+                options[key] = value
+    if num_ctx is not None:
+        options.setdefault("num_ctx", num_ctx)
+    return options
+
+
+def chat_body(model: str, request: ChatRequest, *, keep_alive: int | str | None, num_ctx: int | None = None
+              ) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model, "messages": [_message(m) for m in request.messages],
+                            "stream": request.stream}
+    options = options_for(request, num_ctx)
+    if options:
+        body["options"] = options
+    if keep_alive is not None:
+        body["keep_alive"] = keep_alive
+    return body
+
+
+def chat(client: httpx.Client, model: str, request: ChatRequest, *, keep_alive: int | str | None = None,
+         num_ctx: int | None = None) -> InferResult:
+    """POST /api/chat, streamed (NDJSON) or not, returning the answer with its stamps. Never raises for a failed
+    request: the failure is the result's `error`."""
+    import httpx
+
+    body = json.dumps(chat_body(model, request, keep_alive=keep_alive, num_ctx=num_ctx)).encode()
+    result = InferResult(stream=request.stream, t_send=0)
+    deadline = 0
+    try:
+        result.t_send = time.perf_counter_ns()
+        deadline = result.t_send + int(request.timeout * 1e9)
+        with client.stream("POST", "/api/chat", content=body, headers=_JSON, timeout=request.timeout) as response:
+            if response.status_code >= 400:
+                result.t_first_byte = time.perf_counter_ns()
+                result.error = error_message(response.status_code, response.read())
+            elif request.stream:
+                _read_stream(response, result, deadline)
+            else:
+                _read_whole(response, result)
+    except httpx.TimeoutException:
+        result.error = f"timed out after {request.timeout:g} s"
+    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        result.error = f"the connection broke mid-answer (Ollama or its runner died?): {exc or type(exc).__name__}"
+    except httpx.TransportError as exc:
+        result.error = f"cannot reach Ollama: {exc or type(exc).__name__}"
+    if result.t_end is None:
+        result.t_end = time.perf_counter_ns()
+    return result
+
+
+def _take_final(event: dict[str, Any], result: InferResult) -> None:
+    result.finish_reason = event.get("done_reason") or "stop"
+    for key in SERVER_FIELDS:
+        value = event.get(key)
+        result.server[key] = value if isinstance(value, int) else 0  # omitempty: absent means 0
+    if isinstance(event.get("eval_count"), int):
+        result.output_tokens = event["eval_count"]
+        result.token_source = "server"
+    if isinstance(event.get("prompt_eval_count"), int):
+        result.prompt_tokens = event["prompt_eval_count"]
+
+
+def _read_stream(response: httpx.Response, result: InferResult, deadline: int) -> None:
+    pieces: list[str] = []
+    done = False
+    for arrived, line in stamped_lines(response):
+        if result.t_first_byte is None:
+            result.t_first_byte = arrived
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            result.error = f"unreadable line from Ollama: {line[:200]!r}"
+            break
+        if not isinstance(event, dict):
+            continue
+        if event.get("error"):
+            result.error = str(event["error"])
+            break
+        message = event.get("message") if isinstance(event.get("message"), dict) else {}
+        content = message.get("content") if isinstance(message.get("content"), str) else ""
+        thinking = message.get("thinking") if isinstance(message.get("thinking"), str) else ""
+        if content or thinking:
+            if result.t_first_token is None:
+                result.t_first_token = arrived
+            result.t_last_token = arrived
+            result.chunk_times.append(arrived)
+            if content:
+                pieces.append(content)
+        if event.get("done"):
+            _take_final(event, result)
+            done = True
+            break
+        if arrived > deadline:
+            result.error = "timed out before the answer was complete"
+            break
+    result.t_end = time.perf_counter_ns()
+    result.text = "".join(pieces)
+    if result.error is None and not done:
+        result.error = "the stream ended before the answer was complete (Ollama or its runner died?)"
+    if result.output_tokens is None and result.chunk_times:
+        result.output_tokens = len(result.chunk_times)
+        result.token_source = "estimated"
+
+
+def _read_whole(response: httpx.Response, result: InferResult) -> None:
+    chunks = []
+    for data in response.iter_raw():
+        if result.t_first_byte is None:
+            result.t_first_byte = time.perf_counter_ns()
+        chunks.append(data)
+    result.t_last_token = result.t_end = time.perf_counter_ns()
+    raw = b"".join(chunks)
+    try:
+        event = json.loads(raw)
+        if not isinstance(event, dict):
+            raise ValueError
+    except ValueError:
+        result.error = f"unreadable answer from Ollama: {raw[:200]!r}"
+        return
+    if event.get("error"):
+        result.error = str(event["error"])
+        return
+    message = event.get("message") if isinstance(event.get("message"), dict) else {}
+    result.text = message.get("content") if isinstance(message.get("content"), str) else ""
+    _take_final(event, result)
+    if not event.get("done", True):
+        result.error = "Ollama's answer is not complete ('done' is false)"

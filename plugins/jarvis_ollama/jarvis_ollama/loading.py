@@ -1,0 +1,158 @@
+"""Loading models into Ollama (warmup) and unloading the ones Jarvis loaded (stop).
+
+Ollama loads a model on its first request, so warmup loads it explicitly (a chat with no messages), then sends one
+short request whose prompt shares nothing with the tests' prompts. Each model Jarvis loads is recorded in the state
+file (kind `model`) before the load is sent, so `stop` -- or `jarvis cleanup` after a crash -- can unload it. A
+model that was already loaded before Jarvis asked is the user's: it is not recorded, and never unloaded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+from jarvis_core.engine import ChatRequest, Message, WarmupResult
+from jarvis_core.errors import EngineError, EngineTimeoutError, EngineUnavailableError, ModelMissingError
+
+from .client import OllamaAPIError, chat, client_for, find, load, options_for, ps, unload, version
+from .names import same_model
+from .settings import normalize_keep_alive
+
+if TYPE_CHECKING:
+    from jarvis_core.engine import EngineContext
+    from jarvis_core.modelid import ModelRef
+
+    from .settings import OllamaSettings
+
+ENGINE = "ollama"
+#: The warmup prompt: short, and unlike any test's prompt, so no test hits a prompt cache the warmup filled.
+WARMUP_PROMPT = "Warm-up ping 4417 from Jarvis; answer with the single word ready."
+WARMUP_TOKENS = 8
+
+
+def keep_alive_for(ctx: EngineContext) -> int | str:
+    """Pinned (-1) for `jarvis loadout up`; the configured idle timer for test runs."""
+    settings: OllamaSettings = ctx.settings
+    return -1 if ctx.keep_loaded else normalize_keep_alive(settings.keep_alive)
+
+
+def model_records(ctx: EngineContext) -> list[dict[str, Any]]:
+    return [r for r in ctx.state.records(ENGINE, "model") if isinstance(r.get("model"), str)]
+
+
+def _recorded(ctx: EngineContext, name: str, url: str) -> bool:
+    return any(r.get("address") == url and same_model(r["model"], name) for r in model_records(ctx))
+
+
+def warmup(ctx: EngineContext, model: ModelRef) -> WarmupResult:
+    import httpx
+
+    settings: OllamaSettings = ctx.settings
+    url, name = settings.url, model.name
+    timeout = ctx.config.timeouts.start
+    keep_alive = keep_alive_for(ctx)
+    with client_for(url, timeout=timeout) as client:
+        if version(client) is None:
+            raise EngineUnavailableError(f"No Ollama server answers at {url}, so '{name}' cannot be loaded; start "
+                                         f"Ollama (ollama serve) or check engines.ollama.url / OLLAMA_HOST.",
+                                         engine=ENGINE)
+        try:
+            loaded_before = find(ps(client), name) is not None
+        except (httpx.HTTPError, OllamaAPIError):
+            loaded_before = False
+        record = None
+        if not loaded_before and not _recorded(ctx, name, url):
+            record = ctx.state.add(ENGINE, "model", run_id=ctx.run_id, model=name, address=url)
+        t0 = time.perf_counter()
+        try:
+            reply = load(client, name, keep_alive=keep_alive, options=options_for(None, settings.num_ctx),
+                         timeout=timeout)
+        except httpx.TimeoutException:
+            raise EngineTimeoutError(f"Ollama did not load '{name}' within {timeout:g} s (timeouts.start in "
+                                     f"config.yaml); raise it if the model needs longer to load.",
+                                     engine=ENGINE) from None
+        except OllamaAPIError as exc:
+            if record is not None:
+                ctx.state.remove(record["id"])
+            if exc.status == 404:
+                raise ModelMissingError(f"Model '{name}' is not on the Ollama server at {url}: pull it with "
+                                        f"'ollama pull {name}', or run Jarvis with --force-download.",
+                                        engine=ENGINE) from None
+            raise EngineError(f"Ollama could not load '{name}': {exc.message}", engine=ENGINE) from None
+        except httpx.HTTPError as exc:
+            raise EngineError(f"Ollama stopped answering while loading '{name}' ({type(exc).__name__}: {exc}); "
+                              f"see its log.", engine=ENGINE) from None
+        t_loaded = time.perf_counter()
+        request = ChatRequest(messages=[Message("user", WARMUP_PROMPT)], stream=True, max_tokens=WARMUP_TOKENS,
+                              timeout=ctx.config.timeouts.request)
+        answer = chat(client, name, request, keep_alive=keep_alive, num_ctx=settings.num_ctx)
+        t_done = time.perf_counter()
+    if not answer.ok:
+        raise EngineError(f"The warmup request to '{name}' on Ollama failed: {answer.error}", engine=ENGINE)
+    reported = [v for v in (reply.get("load_duration"), answer.server.get("load_duration"))
+                if isinstance(v, int) and v > 0]
+    if reported:
+        load_s, source = max(reported) / 1e9, "Ollama's load_duration"
+    else:  # Ollama's load-only reply carries no figures: the load request's wall time is the closest measure
+        load_s, source = t_loaded - t0, "wall time of the load request"
+    detail = f"'{name}' loaded in {load_s:.2f} s ({source}); cold start {t_done - t0:.2f} s"
+    if loaded_before:
+        detail += "; it was already loaded, so this was not a cold start (and Jarvis will not unload it)"
+    if ctx.keep_loaded:
+        detail += "; kept loaded (keep_alive -1)"
+    return WarmupResult(cold_start_s=t_done - t0, load_s=load_s, detail=detail)
+
+
+def unload_recorded(ctx: EngineContext) -> tuple[list[str], list[str], bool | None]:
+    """Unload every model Jarvis recorded as loaded and confirm with `/api/ps`. Returns (done, left, released)."""
+    import httpx
+
+    done: list[str] = []
+    left: list[str] = []
+    released: bool | None = None
+    by_address: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in model_records(ctx):
+        by_address[str(record.get("address") or ctx.settings.url)].append(record)
+    deadline_s = ctx.config.timeouts.stop
+    for url, records in by_address.items():
+        with client_for(url, timeout=min(deadline_s, 30.0)) as client:
+            if version(client) is None:  # the server is gone, and its models with it
+                for record in records:
+                    ctx.state.remove(record["id"])
+                done.extend(f"{r['model']} (its server at {url} is no longer running)" for r in records)
+                continue
+            pending = []
+            for record in records:
+                try:
+                    unload(client, record["model"])
+                    pending.append(record)
+                except OllamaAPIError as exc:
+                    if exc.status == 404:  # deleted meanwhile: nothing left to unload
+                        ctx.state.remove(record["id"])
+                        continue
+                    left.append(f"{record['model']} at {url}: unload failed: {exc.message}")
+                except httpx.HTTPError as exc:
+                    left.append(f"{record['model']} at {url}: unload failed: {type(exc).__name__}: {exc}")
+            deadline = time.monotonic() + deadline_s
+            still = pending
+            while still:
+                try:
+                    loaded = ps(client)
+                except (httpx.HTTPError, OllamaAPIError):
+                    loaded = []
+                still = [r for r in pending if find(loaded, r["model"]) is not None]
+                if not still or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.1)
+            for record in pending:
+                if record in still:
+                    left.append(f"{record['model']} is still loaded at {url} after {deadline_s:g} s")
+                else:
+                    ctx.state.remove(record["id"])
+                    done.append(f"unloaded {record['model']} at {url}")
+            if pending:
+                released = (released is not False) and not still
+    if left:
+        released = False
+    return done, left, released

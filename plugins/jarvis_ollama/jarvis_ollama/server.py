@@ -1,0 +1,302 @@
+"""The `ollama serve` process: finding the program, starting it when nothing answers, and ending it again.
+
+Jarvis starts at most one server per address, records it in the state file before waiting for it (so a crash
+during startup is still cleaned up), and only ever ends the process tree it started. A server Jarvis did not start
+is ended only when `stop_foreign_server` is true; then the Windows tray app (`ollama app.exe`), which restarts
+`serve` about a second after it exits, is ended first. A server run by systemd is never killed (it would come back
+3 s later): the user is told the command that stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jarvis_core import processes
+from jarvis_core.engine import StartResult
+from jarvis_core.errors import EngineError, EngineTimeoutError, EngineUnavailableError
+
+from .client import client_for, version
+
+if TYPE_CHECKING:
+    import subprocess
+
+    from jarvis_core.engine import EngineContext
+
+    from .settings import OllamaSettings
+
+ENGINE = "ollama"
+LOG_NAME = "ollama-serve.log"
+INSTALL_HINT = ("install Ollama from https://ollama.com/download (on Linux: curl -fsSL https://ollama.com/install.sh "
+                "| sh), or set engines.ollama.executable in config.yaml to the full path of the ollama program")
+TRAY_NAMES = ("ollama app.exe", "ollama app")
+
+# The Popen objects of servers started by this process, so their exit status can be read and they are reaped.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+# --- the program --------------------------------------------------------------------------------------------------
+
+
+def default_locations() -> list[Path]:
+    """Where the installers put `ollama` when it is not on PATH."""
+    if sys.platform == "win32":
+        local = os.environ.get("LOCALAPPDATA")
+        return [Path(local) / "Programs" / "Ollama" / "ollama.exe"] if local else []
+    if sys.platform == "darwin":
+        return [Path("/Applications/Ollama.app/Contents/Resources/ollama"), Path("/usr/local/bin/ollama")]
+    return [Path("/usr/local/bin/ollama"), Path("/usr/bin/ollama")]
+
+
+def find_executable(settings: OllamaSettings) -> str | None:
+    """The full path of the `ollama` program, or None when it is not installed."""
+    configured = os.path.expanduser(settings.executable)
+    found = shutil.which(configured)
+    if found:
+        return found
+    if settings.executable == "ollama":
+        for path in default_locations():
+            if path.is_file() and os.access(path, os.X_OK):
+                return str(path)
+    return None
+
+
+def not_installed_message(settings: OllamaSettings) -> str:
+    if settings.executable != "ollama":
+        return (f"The ollama program '{settings.executable}' (engines.ollama.executable) does not exist or is not "
+                f"executable; fix the path, or {INSTALL_HINT}.")
+    return f"Ollama is not installed (no 'ollama' on PATH): {INSTALL_HINT}."
+
+
+# --- what answers at the address ----------------------------------------------------------------------------------
+
+
+def server_version(url: str, timeout: float = 2.0) -> str | None:
+    """The version of the Ollama server at `url`, or None when none answers."""
+    with client_for(url, timeout=timeout) as client:
+        return version(client, timeout=timeout)
+
+
+def port_holder(settings: OllamaSettings) -> str | None:
+    """When something that is not Ollama accepts connections at the address: a description of that program."""
+    address = settings.address
+    if not processes.port_open(address.connect_host, address.port):
+        return None
+    pid = processes.listener_pid(address.port)
+    name = processes.process_name(pid)
+    if name:
+        return f"'{name}' (pid {pid})"
+    return "a program Jarvis cannot identify (owned by another user?)"
+
+
+def port_taken_message(settings: OllamaSettings, holder: str) -> str:
+    address = settings.address
+    return (f"Port {address.port} at {address.connect_host}, where Ollama should answer ({settings.url}), is held by "
+            f"{holder}, which is not Ollama: stop that program, or point engines.ollama.url (or OLLAMA_HOST) at a "
+            f"free port.")
+
+
+def is_local(host: str) -> bool:
+    if host in ("", "localhost", "0.0.0.0", "::", "::1") or host.startswith("127."):
+        return True
+    if host.lower() in (socket.gethostname().lower(), socket.getfqdn().lower()):
+        return True
+    import psutil
+
+    try:
+        return any(a.address.split("%")[0] == host for addrs in psutil.net_if_addrs().values() for a in addrs)
+    except OSError:
+        return False
+
+
+# --- records of what Jarvis started -------------------------------------------------------------------------------
+
+
+def running_records(ctx: EngineContext, url: str | None = None) -> list[dict[str, Any]]:
+    """Process records of servers Jarvis started that still run (optionally only those at `url`)."""
+    return [r for r in ctx.state.records(ENGINE, "process")
+            if (url is None or r.get("address") == url) and isinstance(r.get("pid"), int)
+            and processes.is_running(r["pid"], r.get("create_time"))]
+
+
+def _exit_reason(pid: int, created: float | None) -> str | None:
+    child = _children.get(pid)
+    if child is not None:
+        code = child.poll()
+        return None if code is None else f"exited with code {code}"
+    return None if processes.is_running(pid, created) else "exited"
+
+
+def _log_since(path: Path, offset: int, lines: int = 6) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    kept = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+    joined = " | ".join(kept)
+    return joined if len(joined) <= 600 else "…" + joined[-600:]
+
+
+# --- start --------------------------------------------------------------------------------------------------------
+
+
+def ensure_running(ctx: EngineContext) -> StartResult:
+    """Reuse the Ollama server that answers at the configured address, or start one: never a second one."""
+    settings: OllamaSettings = ctx.settings
+    url = settings.url
+    found = server_version(url)
+    if found is not None:
+        ours = bool(running_records(ctx, url))
+        detail = f"Ollama {found} at {url}" + (", started by Jarvis earlier" if ours else ", already running")
+        return StartResult(address=url, started=False, detail=detail, version=found)
+
+    for record in running_records(ctx, url):  # one of ours, still starting (another command of this run?)
+        _wait(ctx, record["pid"], record.get("create_time"), Path(record.get("log") or ""), 0)
+        return StartResult(address=url, started=False, detail=f"Ollama at {url}, started by Jarvis earlier",
+                           version=server_version(url))
+
+    holder = port_holder(settings)
+    if holder is not None:
+        raise EngineError(port_taken_message(settings, holder), engine=ENGINE)
+    if not is_local(settings.address.connect_host):
+        raise EngineUnavailableError(
+            f"No Ollama server answers at {url}, and Jarvis starts Ollama only on this machine: start it on "
+            f"{settings.address.connect_host}, or point engines.ollama.url (or OLLAMA_HOST) at this machine.",
+            engine=ENGINE)
+    exe = find_executable(settings)
+    if exe is None:
+        raise EngineUnavailableError(not_installed_message(settings), engine=ENGINE)
+
+    log = ctx.state.log_path(LOG_NAME)
+    env = dict(os.environ)
+    env["OLLAMA_HOST"] = settings.serve_host
+    if settings.models_dir is not None:
+        env["OLLAMA_MODELS"] = str(settings.models_dir)
+    command = [exe, "serve"]
+    with open(log, "a", encoding="utf-8") as fh:
+        fh.write(f"--- jarvis {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(command)} "
+                 f"(OLLAMA_HOST={settings.serve_host})\n")
+    offset = log.stat().st_size
+    ctx.progress.note(f"Starting ollama serve at {url} (log: {log})")
+    proc = processes.spawn(command, log_path=log, env=env)
+    _children[proc.pid] = proc
+    created = processes.create_time(proc.pid)
+    record = ctx.state.add(ENGINE, "process", run_id=ctx.run_id, pid=proc.pid, create_time=created, address=url,
+                           log=str(log), command=command)
+    try:
+        waited = _wait(ctx, proc.pid, created, log, offset)
+    except BaseException:
+        end_recorded(ctx, record)
+        raise
+    return StartResult(address=url, started=True, version=server_version(url),
+                       detail=f"started ollama serve (pid {proc.pid}) at {url} in {waited:.1f} s; log: {log}")
+
+
+def _wait(ctx: EngineContext, pid: int, created: float | None, log: Path, offset: int) -> float:
+    settings: OllamaSettings = ctx.settings
+    timeout = ctx.config.timeouts.start
+    last_note = [0.0]
+
+    def on_wait(elapsed: float) -> None:
+        if elapsed - last_note[0] >= 10:
+            last_note[0] = elapsed
+            ctx.progress.note(f"Waiting for ollama serve at {settings.url} ({elapsed:.0f} s)")
+
+    with client_for(settings.url, timeout=2.0) as client:
+        try:
+            return processes.wait_until_ready(lambda: version(client, timeout=1.0) is not None, timeout=timeout,
+                                              what="ollama serve", alive=lambda: _exit_reason(pid, created),
+                                              on_wait=on_wait)
+        except EngineTimeoutError:
+            lines = _log_since(log, offset)
+            raise EngineTimeoutError(
+                f"ollama serve did not answer at {settings.url} within {timeout:g} s (timeouts.start in "
+                f"config.yaml){'; last log lines: ' + lines if lines else ''} (log: {log})", engine=ENGINE) from None
+        except EngineError:
+            reason = _exit_reason(pid, created) or "exited"
+            lines = _log_since(log, offset)
+            raise EngineError(f"ollama serve {reason} before it was ready"
+                              f"{': ' + lines if lines else ''} (log: {log})", engine=ENGINE) from None
+
+
+# --- stop ---------------------------------------------------------------------------------------------------------
+
+
+def end_recorded(ctx: EngineContext, record: dict[str, Any]) -> bool:
+    """End the process tree of a recorded server and drop its record; True when it was still running."""
+    pid = record.get("pid")
+    ended = False
+    if isinstance(pid, int):
+        timeout = min(ctx.config.timeouts.stop, 15.0)
+        ended = processes.end_tree(pid, record.get("create_time"), timeout=timeout)
+        child = _children.pop(pid, None)
+        if child is not None:
+            try:
+                child.wait(timeout=5)
+            except Exception:  # noqa: BLE001 - reaping is best effort; end_tree has already ended it
+                pass
+    ctx.state.remove(record["id"])
+    return ended
+
+
+def tray_processes() -> list[Any]:
+    """The Ollama desktop/tray app (Windows `ollama app.exe`), which restarts `ollama serve` when it exits."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["name"]):
+        name = (proc.info.get("name") or "").lower()
+        if name in TRAY_NAMES:
+            found.append(proc)
+    return found
+
+
+def systemd_unit(pid: int) -> str | None:
+    """The systemd system service running `pid` (Linux), e.g. `ollama.service`: such a server comes back when killed."""
+    try:
+        text = Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return None
+    match = re.search(r"/system\.slice/([^/\n]+\.service)", text)
+    return match.group(1) if match else None
+
+
+def stop_foreign(ctx: EngineContext) -> tuple[list[str], list[str]]:
+    """End an Ollama server Jarvis did not start (only when `stop_foreign_server` is true). Returns (stopped, left)."""
+    settings: OllamaSettings = ctx.settings
+    address = settings.address
+    stopped: list[str] = []
+    left: list[str] = []
+    timeout = min(ctx.config.timeouts.stop, 15.0)
+    pid = processes.listener_pid(address.port)
+    unit = systemd_unit(pid) if pid is not None else None
+    if unit is not None:
+        return stopped, [f"Ollama server at {settings.url} (pid {pid}) is the systemd service {unit}, which restarts "
+                         f"it: stop it with 'sudo systemctl stop {unit.removesuffix('.service')}'"]
+    for tray in tray_processes():
+        try:
+            tray_pid, tray_created = tray.pid, tray.create_time()
+        except Exception:  # noqa: BLE001 - psutil.Error: it went away or is not ours to inspect
+            continue
+        if processes.end_tree(tray_pid, tray_created, timeout=timeout):
+            stopped.append(f"Ollama tray app (pid {tray_pid}), which would restart the server")
+    pid = processes.listener_pid(address.port) if pid is None or not processes.is_running(pid, None) else pid
+    if pid is not None and processes.end_tree(pid, processes.create_time(pid), timeout=timeout):
+        stopped.append(f"Ollama server not started by Jarvis (pid {pid}) at {settings.url}, as "
+                       f"engines.ollama.stop_foreign_server asks")
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline and server_version(settings.url, timeout=0.5) is not None:
+        time.sleep(0.1)
+    if server_version(settings.url, timeout=0.5) is not None:
+        why = "Jarvis cannot tell which process holds the port (another user's?)" if pid is None else \
+            "it is still running or came back (something restarts it)"
+        left.append(f"Ollama server at {settings.url}: {why}; stop it yourself")
+    return stopped, left
