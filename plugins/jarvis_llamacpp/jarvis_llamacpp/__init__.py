@@ -93,7 +93,7 @@ def pull(ctx: EngineContext, model: ModelRef) -> Availability | None:
                    + (f" (found at {file})" if file.is_file() else f" (expected at {file})"),
             fix=None if file.is_file() else f"copy the .gguf file to {file}, or name it by path: "
                                             f"lc_/path/to/model.gguf")
-    from .pull import fetch
+    from .download import fetch
 
     return fetch(known, model_file(ctx.settings, model.name), python=ctx.settings.python, progress=ctx.progress)
 

@@ -1,0 +1,114 @@
+"""A stand-in for `python -m llama_cpp.server`, for the quick tests (standard library only).
+
+It takes the same flags the plugin passes (unknown ones are ignored), refuses a model file that does not start with
+the GGUF magic the way llama-cpp-python does (a traceback ending in ValueError, exit 1), binds its port only once
+"loaded", and answers like llama.cpp: `/v1/models` lists the alias, no `/health`, a role chunk first, one chunk per
+word, no usage in streams. Test-only flags: `--fake_ready_after S` (load time), `--fake_child True` (start a child
+process, to check that the whole tree is ended).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ANSWER = "The capital of France is Paris."
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--model_alias", default=None)
+    parser.add_argument("--host", default="localhost")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--fake_ready_after", type=float, default=0.0)
+    parser.add_argument("--fake_child", default="False")
+    args, _unknown = parser.parse_known_args()
+    print(f"fake llama_cpp.server: loading {args.model}", flush=True)
+    try:
+        with open(args.model, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        magic = b""
+        print(f"cannot open model: {exc}", file=sys.stderr, flush=True)
+    if magic != b"GGUF":
+        print("Traceback (most recent call last):\n  ...", file=sys.stderr)
+        print(f"ValueError: Failed to load model from file: {args.model}", file=sys.stderr, flush=True)
+        return 1
+    child = None
+    if args.fake_child == "True":
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    time.sleep(args.fake_ready_after)
+    alias = args.model_alias or args.model
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+        def _json(self, status: int, payload: object) -> None:
+            body = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            if self.path == "/v1/models":
+                self._json(200, {"object": "list", "data": [{"id": alias, "object": "model", "owned_by": "me"}]})
+            else:
+                self._json(404, {"detail": "Not Found"})
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            if self.path != "/v1/chat/completions":
+                self._json(404, {"detail": "Not Found"})
+                return
+            prompt = body["messages"][-1]["content"]
+            answer = ANSWER if "France" in prompt else "Red."
+            words = [w + " " for w in answer.split(" ")]
+            words[-1] = words[-1].rstrip()
+            if not body.get("stream"):
+                self._json(200, {"object": "chat.completion", "model": body.get("model"),
+                                 "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
+                                              "finish_reason": "stop"}],
+                                 "usage": {"prompt_tokens": 9, "completion_tokens": len(words),
+                                           "total_tokens": 9 + len(words)}})
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+
+            def send(event: object) -> None:
+                data = b"data: " + (event if isinstance(event, bytes) else json.dumps(event).encode()) + b"\r\n\r\n"
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+
+            send({"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
+            for word in words:
+                time.sleep(0.002)
+                send({"choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]})
+            send({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            send(b"[DONE]")
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+
+    server = ThreadingHTTPServer((args.host, args.port), Handler)
+    print(f"fake llama_cpp.server: serving {alias} on {args.host}:{args.port}", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        if child is not None:
+            child.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""start -> warmup -> infer -> stop against a stand-in server run through a fake interpreter (quick, no llama.cpp),
+and the errors a user meets: llama_cpp not installed, a missing model, a server that dies or never gets ready."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from jarvis_core import ChatRequest, Message
+from jarvis_core.errors import EngineError, EngineTimeoutError, EngineUnavailableError, ModelMissingError
+from jarvis_core.processes import create_time, port_open
+
+from conftest import write_gguf
+
+FRANCE = [Message("user", "What is the capital of France?")]
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.fixture
+def fake(session_for, fake_python, tmp_path):
+    write_gguf(tmp_path / "models" / "tiny.gguf")
+    write_gguf(tmp_path / "models" / "other.gguf")
+    return session_for(python=fake_python)
+
+
+def test_full_lifecycle(fake, tmp_path):
+    session = fake
+    ref = session.resolve("lc_tiny")
+    started = session.start(ref)
+    assert started.started and started.address.startswith("http://127.0.0.1:")
+    assert started.version == "0.0-fake"
+
+    [record] = session.state.records("llamacpp")
+    assert record["kind"] == "process" and record["model"] == str(tmp_path / "models" / "tiny.gguf")
+    assert record["create_time"] == create_time(record["pid"])
+    assert record["cmd"][1:3] == ["-m", "llama_cpp.server"] and "--interrupt_requests" in record["cmd"]
+    assert record["address"] == started.address and record["run_id"] == session.run_id
+
+    detected = session.detect("llamacpp")
+    assert detected.installed and detected.reachable and detected.started_by_jarvis
+    assert detected.address == started.address and detected.version == "0.0-fake"
+
+    warm = session.warmup(ref)
+    assert warm.cold_start_s > 0
+
+    streamed = session.infer(ref, ChatRequest(FRANCE, stream=True, temperature=0))
+    assert streamed.ok, streamed.error
+    assert "Paris" in streamed.text
+    assert streamed.t_send < streamed.t_first_byte <= streamed.t_first_token <= streamed.t_last_token <= streamed.t_end
+    assert streamed.token_source == "estimated" and streamed.output_tokens == len(streamed.chunk_times) == 6
+
+    whole = session.infer(ref, ChatRequest(FRANCE, stream=False, temperature=0))
+    assert whole.ok and "Paris" in whole.text
+    assert whole.token_source == "server" and whole.output_tokens == 6 and whole.t_first_token is None
+
+    stopped = session.stop("llamacpp")
+    assert len(stopped.stopped) == 1 and stopped.memory_released is True
+    assert gone(record["pid"]) and not port_open("127.0.0.1", record["port"])
+    assert session.state.records("llamacpp") == []
+    assert not session.detect("llamacpp").reachable
+
+
+def test_a_second_start_reuses_our_server(fake):
+    ref = fake.resolve("lc_tiny")
+    first = fake.start(ref)
+    again = fake.start(fake.resolve("llamacpp:tiny"))
+    assert not again.started and again.address == first.address and "reusing" in again.detail
+    assert len(fake.state.records("llamacpp")) == 1
+
+
+def test_another_model_replaces_our_server(fake):
+    first = fake.start(fake.resolve("lc_tiny"))
+    [old] = fake.state.records("llamacpp")
+    second = fake.start(fake.resolve("lc_other"))
+    assert second.started and second.address != first.address
+    assert gone(old["pid"])
+    [new] = fake.state.records("llamacpp")
+    assert new["alias"] == "other"
+    # Requests for the replaced model now fail as results, not exceptions.
+    result = fake.infer(fake.resolve("lc_tiny"), ChatRequest(FRANCE))
+    assert not result.ok and "not serving tiny" in result.error
+
+
+def test_changed_options_restart_the_server(fake, session_for, fake_python):
+    fake.start(fake.resolve("lc_tiny"))
+    [old] = fake.state.records("llamacpp")
+    bigger = session_for(python=fake_python, n_ctx=4096)
+    assert bigger.start(bigger.resolve("lc_tiny")).started
+    assert gone(old["pid"])
+    [new] = bigger.state.records("llamacpp")
+    assert new["cmd"][new["cmd"].index("--n_ctx") + 1] == "4096"
+
+
+def test_stop_ends_the_whole_process_tree(session_for, fake_python, tmp_path):
+    write_gguf(tmp_path / "models" / "tiny.gguf")
+    session = session_for(python=fake_python, extra_args=["--fake_child", "True"])
+    session.start(session.resolve("lc_tiny"))
+    [record] = session.state.records("llamacpp")
+    children = psutil.Process(record["pid"]).children(recursive=True)
+    assert children, "the stand-in should have started a child"
+    session.stop("llamacpp")
+    assert gone(record["pid"]) and all(gone(c.pid) for c in children)
+
+
+def test_a_server_that_dies_while_loading_fails_fast_with_its_log(fake, tmp_path):
+    (tmp_path / "models" / "broken.gguf").write_text("this is not a GGUF file")
+    began = time.monotonic()
+    with pytest.raises(EngineError) as caught:
+        fake.start(fake.resolve("lc_broken"))
+    assert time.monotonic() - began < 10
+    message = str(caught.value)
+    assert "stopped before it was ready: exit code 1" in message
+    assert "ValueError: Failed to load model from file" in message  # the reason, from the log
+    assert "Last lines of" in message and "fake llama_cpp.server: loading" in message  # and the log's tail
+    assert fake.state.records("llamacpp") == []
+
+
+def test_a_server_that_is_never_ready_times_out_and_is_ended(session_for, fake_python, tmp_path):
+    write_gguf(tmp_path / "models" / "tiny.gguf")
+    session = session_for(python=fake_python, extra_args=["--fake_ready_after", "60"], timeouts={"start": 1})
+    with pytest.raises(EngineTimeoutError, match="not ready after 1 s") as caught:
+        session.start(session.resolve("lc_tiny"))
+    assert "Last lines of" in str(caught.value)
+    assert session.state.records("llamacpp") == []
+    assert not any("fake_llama_server.py" in " ".join(p.info["cmdline"] or [])
+                   for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and
+                   str(tmp_path) in " ".join(p.info["cmdline"]))
+
+
+def test_llama_cpp_not_installed(session_for, python_without_llamacpp, tmp_path):
+    write_gguf(tmp_path / "models" / "tiny.gguf")
+    session = session_for(python=python_without_llamacpp)
+    detected = session.detect("llamacpp")
+    assert not detected.installed and not detected.reachable and not detected.usable
+    assert "No module named 'llama_cpp'" in detected.detail
+    assert f"{python_without_llamacpp} -m pip install 'llama-cpp-python[server]'" in detected.detail
+    with pytest.raises(EngineUnavailableError, match=r"pip install 'llama-cpp-python\[server\]'"):
+        session.start(session.resolve("lc_tiny"))
+    assert session.state.records("llamacpp") == []
+
+
+def test_an_interpreter_that_does_not_exist(session_for, tmp_path):
+    session = session_for(python=str(tmp_path / "no" / "python"))
+    detected = session.detect("llamacpp")
+    assert not detected.installed and "no such interpreter" in detected.detail
+    assert "engines.llamacpp.python" in detected.detail
+
+
+def test_start_without_the_model_file(fake, tmp_path):
+    with pytest.raises(ModelMissingError, match="no nothing.gguf in") as caught:
+        fake.start(fake.resolve("lc_nothing"))
+    assert str(tmp_path / "models" / "nothing.gguf") in str(caught.value)
+    with pytest.raises(ModelMissingError, match="--force-download"):
+        fake.start(fake.resolve("lc_smollm2-135m"))
+
+
+def test_infer_and_warmup_without_a_server(fake):
+    ref = fake.resolve("lc_tiny")
+    result = fake.infer(ref, ChatRequest(FRANCE, stream=True))
+    assert not result.ok and "start it first" in result.error and result.t_end is not None
+    with pytest.raises(EngineError, match="warmup request"):
+        fake.warmup(ref)
+
+
+def test_infer_after_the_server_died_is_an_error_result(fake):
+    ref = fake.resolve("lc_tiny")
+    fake.start(ref)
+    [record] = fake.state.records("llamacpp")
+    psutil.Process(record["pid"]).kill()
+    psutil.Process(record["pid"]).wait(5)
+    result = fake.infer(ref, ChatRequest(FRANCE))
+    assert not result.ok
+    assert fake.state.records("llamacpp") == []  # the dead server's record is dropped
+
+
+def test_stop_with_nothing_running(fake):
+    result = fake.stop("llamacpp")
+    assert result.stopped == [] and "no llama.cpp server" in result.detail
+
+
+def test_stop_never_ends_a_process_it_did_not_start(fake):
+    """A record whose PID now belongs to another process (create_time differs) is dropped, the process left alone."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        fake.state.add("llamacpp", "process", pid=other.pid, create_time=create_time(other.pid) - 1000,
+                       host="127.0.0.1", port=1, address="http://127.0.0.1:1", model="x", alias="x")
+        result = fake.stop("llamacpp")
+        assert result.stopped == []
+        assert other.poll() is None
+        assert fake.state.records("llamacpp") == []
+    finally:
+        other.kill()
+        other.wait()
