@@ -15,7 +15,7 @@ import click
 
 from . import __version__
 from .console import table
-from .errors import JarvisError
+from .errors import EngineNotInstalledError, JarvisError, ModelIdError
 
 log = logging.getLogger("jarvis")
 
@@ -135,6 +135,131 @@ def resolve(model_id: str, config_path: str | None, as_json: bool) -> None:
         return
     flags = " ".join(f"{k}={v}" for k, v in ref.flags.given().items()) or "-"
     click.echo(f"engine:    {ref.engine}\nmodel:     {ref.name}\nflags:     {flags}\ncanonical: {ref.canonical}")
+
+
+@cli.command()
+@click.option("--setups", "setups_path", type=click.Path(dir_okay=False), default=None,
+              help="Test setups file (default: ./test_setups.yaml).")
+@config_option
+@click.option("--setup", "selected", multiple=True, help="Run only this setup (repeatable).")
+@click.option("--output", "output", type=click.Path(file_okay=False), default=None,
+              help="Folder for results.jsonl and report.xlsx (default: output_dir/<time>).")
+@click.option("--force-download", is_flag=True, help="Download missing models instead of marking them MISSING.")
+@click.option("--repeat", type=click.IntRange(1, 10_000), default=None, help="Timed repetitions of every test.")
+@click.option("--strict", is_flag=True, help="Exit 1 also when a model is missing or an engine unavailable.")
+@click.option("--resume", "resume", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Continue the interrupted run in this folder without repeating finished samples.")
+@json_option
+def run(setups_path: str | None, config_path: str | None, selected: tuple[str, ...], output: str | None,
+        force_download: bool, repeat: int | None, strict: bool, resume: str | None, as_json: bool) -> None:
+    """Run the test setups and write results.jsonl and report.xlsx.
+
+    Exit code 0 when every cell is ok, missing, unavailable or skipped; 1 when any failed or errored (--strict:
+    also missing or unavailable); 2 for usage and configuration errors.
+    """
+    import signal
+    import time
+    from pathlib import Path
+
+    from .cleanup import clean_leftovers
+    from .config import load_config
+    from .errors import UsageError
+    from .results import read_results
+    from .runner import Runner, done_keys, exit_code, summary_table
+    from .session import Session
+    from .setups import find_setups, load_suite
+
+    done: set = set()
+    if resume:
+        out_dir = Path(resume)
+        results = out_dir / "results.jsonl"
+        if not results.is_file():
+            raise UsageError(f"'{out_dir}' holds no results.jsonl to resume.")
+        first = next((r for r in read_results(results) if r.get("type") == "run"), {})
+        setups_path = setups_path or first.get("setups_file")
+        done = done_keys(results)
+    config = load_config(config_path)
+    suite = load_suite(find_setups(setups_path))
+    chosen = suite.setups
+    if selected:
+        names = {s.name for s in suite.setups}
+        unknown = [n for n in selected if n not in names]
+        if unknown:
+            raise UsageError(f"No setup named '{unknown[0]}' in {suite.source}; known: {', '.join(sorted(names))}.")
+        chosen = [s for s in suite.setups if s.name in selected]
+    session = Session(config, force_download=force_download)
+    session.validate_settings()
+    for setup in chosen:  # every ID must parse before anything starts; uninstalled engines become unavailable
+        for entry in setup.models:
+            try:
+                session.resolve(entry.id)
+            except EngineNotInstalledError:
+                pass
+            except ModelIdError as exc:
+                raise ModelIdError(f"{suite.source}, setup '{setup.name}': {exc}") from None
+    if not resume:
+        out_dir = Path(output) if output else config.output_dir / time.strftime("%Y%m%d-%H%M%S")
+    for line in clean_leftovers(session):
+        click.echo(f"cleaned up after a crashed run: {line}", err=True)
+
+    say = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
+    runner = Runner(session, suite, out_dir, repeat=repeat, say=say, done=done)
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        rows = runner.run(chosen, argv=sys.argv[1:])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    report = _write_report(runner.results_path, out_dir / "report.xlsx")
+    if as_json:
+        echo_json({"results": str(runner.results_path), "report": str(report), "interrupted": runner.interrupted,
+                   "cells": [{"setup": r.setup, "model": r.model, "engine": r.engine, "test": r.test,
+                              "status": r.status, "reason": r.reason, "ok": r.ok, "failed": r.failed,
+                              "error": r.error,
+                              "stats": {k: (v.as_dict() if v else None) for k, v in r.stats.items()}}
+                             for r in rows]})
+    else:
+        click.echo("")
+        click.echo(summary_table(rows))
+        click.echo(f"\nResults: {runner.results_path}\nReport:  {report}")
+    if runner.interrupted:
+        raise SystemExit(130)
+    raise SystemExit(exit_code(rows, strict))
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _write_report(results: Any, out: Any) -> Any:
+    from .report import write_report
+
+    return write_report(results, out)
+
+
+@cli.command()
+@click.argument("results", type=click.Path(dir_okay=False, exists=True))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Workbook to write (default: report.xlsx beside the results).")
+def report(results: str, output: str | None) -> None:
+    """Rebuild the Excel report from a results.jsonl."""
+    from pathlib import Path
+
+    path = Path(results)
+    out = _write_report(path, Path(output) if output else path.with_name("report.xlsx"))
+    click.echo(f"Report: {out}")
+
+
+@cli.command()
+@config_option
+@click.option("--include-loadouts", is_flag=True, help="Also stop what `jarvis loadout up` left running.")
+def cleanup(config_path: str | None, include_loadouts: bool) -> None:
+    """Stop what crashed Jarvis runs started and left behind (only that, never anything else)."""
+    from .cleanup import clean_leftovers
+    from .config import load_config
+    from .session import Session
+
+    lines = clean_leftovers(Session(load_config(config_path)), include_loadouts=include_loadouts)
+    click.echo("\n".join(lines) if lines else "Nothing to clean up.")
 
 
 def _add_plugin_commands() -> None:

@@ -85,6 +85,8 @@ class Availability:
     """The command that makes it present, shown next to MISSING."""
     revision: str | None = None
     """Digest or revision of what is present, recorded in the report."""
+    capabilities: tuple[str, ...] | None = None
+    """What the model can do where the engine tells (`("vision",)`); None when unknown."""
 
 
 @dataclass

@@ -33,13 +33,13 @@ class Session:
     def __init__(self, config: Config | None = None, *, state: StateStore | None = None,
                  progress: Progress | None = None, force_download: bool = False, run_id: str | None = None,
                  registry: EngineRegistry | None = None, keep_loaded: bool = False) -> None:
+        self.run_id = run_id or uuid.uuid4().hex[:12]
         self.config = config if config is not None else load_config()
         self.registry = registry if registry is not None else get_registry()
-        self.state = state if state is not None else StateStore()
+        self.state = state if state is not None else StateStore(run_ids={self.run_id})
         self.progress = progress if progress is not None else Progress()
         self.force_download = force_download
         self.keep_loaded = keep_loaded
-        self.run_id = run_id or uuid.uuid4().hex[:12]
         self._contexts: dict[str, EngineContext] = {}
 
     def resolve(self, model_id: str) -> ModelRef:

@@ -18,6 +18,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _create_time(pid: Any) -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process(int(pid)).create_time()
+    except (psutil.Error, TypeError, ValueError):
+        return None
+
+
 def default_state_dir() -> Path:
     override = os.environ.get("JARVIS_STATE_DIR")
     if override:
@@ -28,20 +37,34 @@ def default_state_dir() -> Path:
 
 
 class StateStore:
-    """Records in `<dir>/state.json`, each write atomic (write a temp file, then replace)."""
+    """Records in `<dir>/state.json`, each write atomic (write a temp file, then replace).
 
-    def __init__(self, directory: Path | None = None) -> None:
+    A store may be scoped to some run IDs: it then sees only their records, so a plugin's `stop` (which works on
+    "every record of my engine") never touches what another run or a loadout started.
+    """
+
+    def __init__(self, directory: Path | None = None, *, run_ids: set[str] | None = None) -> None:
         self.dir = Path(directory) if directory is not None else default_state_dir()
         self.path = self.dir / "state.json"
         self.logs_dir = self.dir / "logs"
+        self.run_ids = run_ids
+
+    def scoped(self, run_ids: set[str]) -> StateStore:
+        return StateStore(self.dir, run_ids=set(run_ids))
 
     def records(self, engine: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
         return [r for r in self._read() if (engine is None or r.get("engine") == engine)
-                and (kind is None or r.get("kind") == kind)]
+                and (kind is None or r.get("kind") == kind)
+                and (self.run_ids is None or r.get("run_id") in self.run_ids)]
 
     def add(self, engine: str, kind: str, *, run_id: str = "", **fields: Any) -> dict[str, Any]:
+        """Record something Jarvis started. The record also names the Jarvis process that started it, so a later
+        run can tell the leftovers of a crashed run (owner gone) from the work of a live one."""
+        if not run_id and self.run_ids is not None and len(self.run_ids) == 1:
+            run_id = next(iter(self.run_ids))
+        owner = os.getpid()
         record = {"id": uuid.uuid4().hex[:12], "engine": engine, "kind": kind, "run_id": run_id,
-                  "started_at": time.time(), **fields}
+                  "started_at": time.time(), "owner_pid": owner, "owner_create_time": _create_time(owner), **fields}
         with self._update() as records:
             records.append(record)
         return record
@@ -49,6 +72,18 @@ class StateStore:
     def remove(self, record_id: str) -> None:
         with self._update() as records:
             records[:] = [r for r in records if r.get("id") != record_id]
+
+    def orphaned_run_ids(self, *, persistent_prefix: str = "loadout:") -> set[str]:
+        """Run IDs whose Jarvis process is gone (a crash, a kill), except persistent ones such as loadouts."""
+        orphaned = set()
+        for record in self._read():
+            run_id = record.get("run_id", "")
+            if run_id.startswith(persistent_prefix):
+                continue
+            created = _create_time(record.get("owner_pid"))
+            if created is None or abs(created - (record.get("owner_create_time") or 0)) > 0.05:
+                orphaned.add(run_id)
+        return orphaned
 
     def log_path(self, name: str) -> Path:
         """A log file for something Jarvis starts (`ollama-serve.log`), in the state folder."""

@@ -1,0 +1,305 @@
+"""`jarvis run`: setups one after another on one GPU, every sample appended to results.jsonl as it is measured.
+
+For each model of a setup: resolve, detect the engine, check availability without downloading (MISSING otherwise,
+or pull with --force-download), make room on the GPU, start, warm up, run every test the set number of times, and
+tear down what Jarvis started unless the next setup uses the same engine. Ctrl-C or SIGTERM stops cleanly: what
+Jarvis started is torn down and what was measured is kept.
+"""
+
+from __future__ import annotations
+
+import platform
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+from .engine import ChatRequest, Detection, InferResult, Message
+from .errors import EngineError, EngineNotInstalledError, EngineUnavailableError, JarvisError, ModelMissingError
+from .metrics import figures
+from .modelid import ModelRef
+from .results import ResultsWriter, SummaryRow, read_results, summarize
+from .session import Session
+from .setups import ModelEntry, Setup, Suite, TestCase
+
+WARMUP_PROMPT = "Reply with the single word: ready."
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+@dataclass
+class Runner:
+    session: Session
+    suite: Suite
+    out_dir: Path
+    repeat: int | None = None
+    say: Callable[[str], None] = print
+    done: set[tuple[Any, ...]] = field(default_factory=set)
+    """Keys of samples already in results.jsonl (resume): (setup, model, test, repetition)."""
+    interrupted: bool = False
+
+    def __post_init__(self) -> None:
+        self.results_path = self.out_dir / "results.jsonl"
+        self._writer: ResultsWriter | None = None
+        self._detections: dict[str, Detection] = {}
+        self._active: dict[str, str] = {}  # engine -> canonical ID of the model it serves for us
+        self._engine_recorded: set[str] = set()
+
+    # --- the run ---------------------------------------------------------------------------------------------
+
+    def run(self, setups: list[Setup], argv: list[str] | None = None) -> list[SummaryRow]:
+        self._writer = ResultsWriter(self.results_path)
+        self._write({"type": "run", **environment(self.session, self.suite, argv)})
+        try:
+            for index, setup in enumerate(setups):
+                self._run_setup(setup)
+                following = setups[index + 1] if index + 1 < len(setups) else None
+                self._teardown(keep=self._engines_of(following) if following else set())
+        except KeyboardInterrupt:
+            self.interrupted = True
+            self.say("Interrupted: stopping what Jarvis started and keeping what was measured.")
+        finally:
+            self._teardown(keep=set())
+            self._write({"type": "end", "ended_at": now_iso(), "interrupted": self.interrupted})
+            self._writer.close()
+        return summarize(read_results(self.results_path))
+
+    def _run_setup(self, setup: Setup) -> None:
+        tests = self.suite.tests_for(setup)
+        for entry in setup.models:
+            self._run_model(setup, entry, tests)
+
+    def _run_model(self, setup: Setup, entry: ModelEntry, tests: list[TestCase]) -> None:
+        try:
+            ref = self.session.resolve(entry.id)
+        except EngineNotInstalledError as exc:
+            self._cells(setup, entry.id, "", tests, "unavailable", str(exc))
+            return
+        label = ref.canonical
+        repetitions = self.repeat or ref.flags.repeat or self.suite.defaults.repetitions
+        todo = [t for t in tests if any((setup.name, label, t.id, r) not in self.done
+                                        for r in range(1, repetitions + 1))
+                and (setup.name, label, t.id, None) not in self.done]
+        if not todo:
+            return
+        self.say(f"[{setup.name}] {label}")
+        detection = self._detect(ref.engine)
+        if not detection.usable:
+            self._cells(setup, label, ref.engine, todo, "unavailable", detection.detail or "engine not installed")
+            return
+        try:
+            availability = self.session.is_available(ref)
+            if not availability.present:
+                if not self.session.force_download:
+                    fix = availability.fix or "rerun with --force-download"
+                    self.say(f"  MISSING: {availability.detail or ref.name} (fix: {fix})")
+                    self._cells(setup, label, ref.engine, todo, "missing",
+                                f"{availability.detail or 'not present locally'}; fix: {fix}")
+                    return
+                self.say(f"  pulling {ref.name}")
+                availability = self.session.pull(ref)
+                if not availability.present:
+                    raise ModelMissingError(availability.detail or f"{ref.name} could not be downloaded")
+            self._make_room(ref.engine)
+            started = self.session.start(ref)
+            self._active[ref.engine] = label
+            if ref.engine not in self._engine_recorded:
+                self._engine_recorded.add(ref.engine)
+                self._write({"type": "engine", "engine": ref.engine, "version": started.version or detection.version,
+                             "address": started.address, "started_by_jarvis": started.started})
+            warmups = ref.flags.warmup if ref.flags.warmup is not None else self.suite.defaults.warmup
+            if warmups > 0:
+                warm = self.session.warmup(ref)
+                for _ in range(warmups - 1):
+                    self.session.infer(ref, self._request(None, ref))
+                self.say(f"  cold start {warm.cold_start_s:.2f} s" +
+                         (f" (engine load {warm.load_s:.2f} s)" if warm.load_s is not None else ""))
+                self._write({"type": "warmup", "setup": setup.name, "model": label, "engine": ref.engine,
+                             "cold_start_s": warm.cold_start_s, "load_s": warm.load_s, "detail": warm.detail})
+        except EngineUnavailableError as exc:
+            self._cells(setup, label, ref.engine, todo, "unavailable", str(exc))
+            return
+        except ModelMissingError as exc:
+            self._cells(setup, label, ref.engine, todo, "missing", str(exc))
+            return
+        except JarvisError as exc:
+            self.say(f"  error: {exc}")
+            self._cells(setup, label, ref.engine, todo, "error", str(exc))
+            return
+        cold_pending = warmups == 0
+        capabilities = entry.capabilities if entry.capabilities is not None else availability.capabilities
+        for index, test in enumerate(todo):
+            missing_caps = [c for c in test.requires if capabilities is not None and c not in capabilities]
+            if missing_caps or (test.requires and capabilities is None):
+                reason = (f"{label} lacks {', '.join(missing_caps)}" if missing_caps else
+                          f"the engine does not say whether {label} supports {', '.join(test.requires)}; "
+                          f"declare it in the setup: {{id: {entry.id}, capabilities: [{', '.join(test.requires)}]}}")
+                self._cells(setup, label, ref.engine, [test], "skipped", reason)
+                continue
+            for rep in range(1, repetitions + 1):
+                if (setup.name, label, test.id, rep) in self.done:
+                    continue
+                result = self.session.infer(ref, self._request(test, ref))
+                self._sample(setup, ref, test, rep, result, cold=cold_pending)
+                cold_pending = False
+                if result.error and not self._detect(ref.engine, fresh=True).reachable:
+                    reason = f"engine stopped responding: {result.error}"
+                    self.say(f"  {reason}")
+                    self._active.pop(ref.engine, None)
+                    self._cells(setup, label, ref.engine, todo[index + 1:], "error", reason)
+                    return
+
+    # --- requests and samples ----------------------------------------------------------------------------------
+
+    def _request(self, test: TestCase | None, ref: ModelRef) -> ChatRequest:
+        d, f = self.suite.defaults, ref.flags
+        if test is None:
+            messages = [Message("user", WARMUP_PROMPT)]
+        else:
+            images = tuple(p.read_bytes() for p in test.images)
+            messages = [Message(role, content) for role, content in test.messages]  # type: ignore[arg-type]
+            if images:
+                messages[-1] = Message(messages[-1].role, messages[-1].content, images)
+
+        def pick(*values: Any) -> Any:
+            return next((v for v in values if v is not None), None)
+
+        return ChatRequest(
+            messages=messages, stream=f.stream,
+            max_tokens=pick(f.max_tokens, test.max_tokens if test else 8, d.max_tokens),
+            temperature=pick(f.temperature, test.temperature if test else None, d.temperature),
+            seed=pick(f.seed, test.seed if test else None, d.seed),
+            timeout=pick(f.timeout, d.timeout, self.session.config.timeouts.request))
+
+    def _sample(self, setup: Setup, ref: ModelRef, test: TestCase, rep: int, result: InferResult,
+                cold: bool) -> None:
+        if result.error:
+            status, reason = "error", result.error
+        else:
+            status, reason = "ok", ""
+            for check in test.checks:
+                passed, why = check.passes(result.text)
+                if not passed:
+                    status, reason = "failed", why
+                    break
+        record = {"type": "sample", "setup": setup.name, "model": ref.canonical, "engine": ref.engine,
+                  "engine_model": ref.name, "test": test.id, "repetition": rep, "cold": cold, "status": status,
+                  "reason": reason, "stream": result.stream, "answer": result.text, "finish_reason":
+                  result.finish_reason, **figures(result), "server": result.server, "time": now_iso()}
+        self._write(record)
+        shown = record["ttft_s"] if result.stream else record["e2e_s"]
+        timing = f" {'TTFT' if result.stream else 'E2E'} {shown:.3f} s" if shown is not None else ""
+        self.say(f"  {test.id} {rep}: {status}{timing}" + (f" ({reason})" if reason else "") +
+                 (" [cold]" if cold else ""))
+
+    def _cells(self, setup: Setup, model: str, engine: str, tests: list[TestCase], status: str, reason: str) -> None:
+        for test in tests:
+            if (setup.name, model, test.id, None) in self.done:
+                continue
+            self._write({"type": "sample", "setup": setup.name, "model": model, "engine": engine, "test": test.id,
+                         "repetition": None, "cold": False, "status": status, "reason": reason, "time": now_iso()})
+
+    def _write(self, record: dict[str, Any]) -> None:
+        assert self._writer is not None
+        self._writer.write(record)
+
+    # --- engines ------------------------------------------------------------------------------------------------
+
+    def _detect(self, engine: str, fresh: bool = False) -> Detection:
+        if fresh or engine not in self._detections:
+            self._detections[engine] = self.session.detect(engine)
+        return self._detections[engine]
+
+    def _engines_of(self, setup: Setup) -> set[str]:
+        engines = set()
+        for entry in setup.models:
+            try:
+                engines.add(self.session.resolve(entry.id).engine)
+            except JarvisError:
+                pass
+        return engines
+
+    def _make_room(self, engine: str) -> None:
+        """One GPU: before an engine starts, stop the others we started if either of the two is GPU-heavy."""
+        specs = self.session.registry.engines
+        for other in list(self._active):
+            if other != engine and (specs[engine].gpu_heavy or specs[other].gpu_heavy):
+                self._stop(other)
+
+    def _teardown(self, keep: set[str]) -> None:
+        for engine in list(self._active):
+            if engine not in keep:
+                self._stop(engine)
+
+    def _stop(self, engine: str) -> None:
+        self._active.pop(engine, None)
+        try:
+            result = self.session.stop(engine)
+        except (JarvisError, OSError) as exc:
+            self.say(f"  could not stop {engine}: {exc}")
+            return
+        if result.stopped:
+            memory = {True: "; memory confirmed back", False: "; memory NOT back yet", None: ""}[
+                result.memory_released]
+            self.say(f"  stopped {engine}: {', '.join(result.stopped)}{memory}")
+
+
+def environment(session: Session, suite: Suite, argv: list[str] | None) -> dict[str, Any]:
+    from .gpu import gpu_memory
+    from .plugins import plugin_info
+
+    gpus = gpu_memory()
+    return {
+        "run_id": session.run_id, "started_at": now_iso(), "jarvis_version": __version__,
+        "plugins": {i.name: f"{i.distribution or i.name} {i.version or ''}".strip() for i, _ in plugin_info()},
+        "python": sys.version.split()[0], "os": platform.platform(), "host": socket.gethostname(),
+        "cpu": _cpu_name(), "gpu": ", ".join(f"{g.name} ({g.total_mib} MiB)" for g in gpus) if gpus else "none",
+        "setups_file": suite.source, "config_file": session.config.source or "(defaults)",
+        "force_download": session.force_download, "argv": " ".join(argv or []),
+        "defaults": vars(suite.defaults) if hasattr(suite.defaults, "__dict__") else {},
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def done_keys(results_path: Path) -> set[tuple[Any, ...]]:
+    """Samples already measured in a results file, for --resume."""
+    return {(r.get("setup"), r.get("model"), r.get("test"), r.get("repetition"))
+            for r in read_results(results_path) if r.get("type") == "sample"}
+
+
+def exit_code(rows: list[SummaryRow], strict: bool) -> int:
+    bad = {"failed", "error"} | ({"missing", "unavailable"} if strict else set())
+    return 1 if any(r.status in bad for r in rows) else 0
+
+
+def summary_table(rows: list[SummaryRow]) -> str:
+    from .console import table
+
+    def fmt(row: SummaryRow, figure: str) -> str:
+        s = row.stats.get(figure)
+        return "-" if s is None else f"{s.p50:.3f}" if figure.endswith("_s") else f"{s.p50:.1f}"
+
+    return table(
+        ["setup", "model", "test", "status", "ok", "ttft p50 s", "e2e p50 s", "decode tok/s", "reason"],
+        [[r.setup, r.model, r.test, r.status.upper() if r.status == "missing" else r.status,
+          f"{r.ok}/{r.ok + r.failed + r.error}" if r.ok + r.failed + r.error else "-", fmt(r, "ttft_s"),
+          fmt(r, "e2e_s"), fmt(r, "decode_tps"), (r.reason[:70] + "…") if len(r.reason) > 70 else r.reason]
+         for r in rows])
+
+
+__all__ = ["Runner", "done_keys", "exit_code", "summary_table", "EngineError"]
