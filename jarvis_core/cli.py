@@ -262,6 +262,97 @@ def cleanup(config_path: str | None, include_loadouts: bool) -> None:
     click.echo("\n".join(lines) if lines else "Nothing to clean up.")
 
 
+@cli.group()
+def loadout() -> None:
+    """Bring a set of models up for everyday use, see what is resident, bring it all down.
+
+    Loadouts are named lists of model IDs under 'loadouts:' in config.yaml (or setups of test_setups.yaml).
+    """
+
+
+def _loadout_session(config_path: str | None, name: str | None, **kwargs: Any) -> Any:
+    from .config import load_config
+    from .loadout import run_id
+    from .session import Session
+
+    return Session(load_config(config_path), run_id=run_id(name) if name else None, keep_loaded=True, **kwargs)
+
+
+@loadout.command(name="status")
+@click.argument("name", required=False)
+@config_option
+@json_option
+def loadout_status(name: str | None, config_path: str | None, as_json: bool) -> None:
+    """Each model (engine, present or MISSING, loaded, memory) and engine (running, started by Jarvis); starts nothing."""
+    from .loadout import loadout_models, status
+
+    session = _loadout_session(config_path, name)
+    models = loadout_models(session.config, name) if name else []
+    state = status(session, name, models)
+    if as_json:
+        echo_json(state.to_json())
+        return
+    if state.models:
+        click.echo(table(["model", "engine", "status", "memory", "detail"],
+                         [[m.id, m.engine, m.status, _gib(m.memory_bytes), m.detail] for m in state.models]))
+        click.echo("")
+    click.echo(table(["engine", "running", "started by jarvis", "address", "version"],
+                     [[e.engine, "yes" if e.running else "no", "yes" if e.started_by_jarvis else "no",
+                       e.address or "-", e.version or "-"] for e in state.engines]))
+    click.echo("\nGPU: " + ("; ".join(f"{g['name']}: {g['used_mib']} of {g['total_mib']} MiB used"
+                                       for g in state.gpu) if state.gpu else "none found"))
+
+
+def _gib(value: int | None) -> str:
+    return "-" if value is None else f"{value / 2**30:.2f} GiB"
+
+
+@loadout.command(name="up")
+@click.argument("name")
+@config_option
+@click.option("--force-download", is_flag=True, help="Download missing models instead of reporting them MISSING.")
+@json_option
+def loadout_up(name: str, config_path: str | None, force_download: bool, as_json: bool) -> None:
+    """Start the engines, load and warm every model of loadout NAME, and leave them resident."""
+    from .loadout import loadout_models, up
+
+    session = _loadout_session(config_path, name, force_download=force_download)
+    session.validate_settings()
+    say = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
+    state = up(session, name, loadout_models(session.config, name), say)
+    if as_json:
+        echo_json(state.to_json())
+    else:
+        for m in state.models:
+            if m.status == "MISSING":
+                click.echo(f"MISSING {m.id}: {m.detail}")
+    if any(m.status in ("error", "MISSING", "unavailable") for m in state.models):
+        raise SystemExit(1)
+
+
+@loadout.command(name="down")
+@click.argument("name", required=False)
+@config_option
+@json_option
+def loadout_down(name: str | None, config_path: str | None, as_json: bool) -> None:
+    """Unload and stop what `loadout up` started (for NAME, or every loadout); what Jarvis did not start is left alone."""
+    from .config import load_config
+    from .loadout import down
+    from .session import Session
+    from .state import default_state_dir
+
+    config = load_config(config_path)
+    say = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
+    result = down(lambda rid: Session(config, run_id=rid), [name] if name else None, default_state_dir(), say)
+    if as_json:
+        echo_json(result)
+    elif not result["loadouts"]:
+        click.echo("No loadout is up." if name is None else f"Loadout '{name}' is not up.")
+    elif result["memory_released"] is not None:
+        click.echo("GPU memory " + ("is back near its baseline." if result["memory_released"] else
+                                    "did NOT come back to its baseline yet."))
+
+
 def _add_plugin_commands() -> None:
     from .plugins import load_plugins, pm
 

@@ -68,6 +68,8 @@ class Detection:
     detail: str = ""
     """One line for the user: where it was found, or what is missing and how to fix it."""
     started_by_jarvis: bool = False
+    loaded_models: dict[str, int | None] | None = None
+    """Models resident right now, with the memory each holds in bytes where the engine tells; None when unknown."""
 
     @property
     def usable(self) -> bool:
@@ -87,6 +89,10 @@ class Availability:
     """Digest or revision of what is present, recorded in the report."""
     capabilities: tuple[str, ...] | None = None
     """What the model can do where the engine tells (`("vision",)`); None when unknown."""
+    memory_bytes: int | None = None
+    """GPU memory the model will hold once loaded, where the plugin can estimate it (vLLM: its reserved share)."""
+    memory_setting: str | None = None
+    """The config key that changes `memory_bytes` (`engines.vllm.gpu_memory_utilization`), for fit errors."""
 
 
 @dataclass

@@ -1,0 +1,224 @@
+"""`jarvis loadout`: bring a named set of models up and keep it resident, show the state, bring it down.
+
+A loadout is recorded in the state file under the run ID `loadout:<name>`, so `down` (also after a crash of `up`)
+stops exactly what `up` started, and `jarvis run`'s clean-up of crashed runs leaves a loadout alone. Starting,
+waiting and stopping are the same hooks `jarvis run` uses, through a Session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import Config
+from .engine import Availability
+from .errors import EngineNotInstalledError, EngineUnavailableError, JarvisError, UsageError
+from .gpu import gpu_memory, wait_for_release
+from .modelid import ModelRef
+from .session import Session
+from .state import StateStore
+
+PREFIX = "loadout:"
+
+
+def run_id(name: str) -> str:
+    return PREFIX + name
+
+
+def loadout_models(config: Config, name: str, setups_file: Path | None = None) -> list[str]:
+    """The model IDs of loadout `name`: from config.yaml `loadouts`, else a setup of test_setups.yaml."""
+    if name in config.loadouts:
+        return list(config.loadouts[name])
+    path = setups_file or Path.cwd() / "test_setups.yaml"
+    known = sorted(config.loadouts)
+    if path.is_file():
+        from .setups import load_suite
+
+        suite = load_suite(path)
+        for setup in suite.setups:
+            if setup.name == name:
+                return [m.id for m in setup.models]
+        known += [s.name for s in suite.setups]
+    raise UsageError(f"No loadout named '{name}'. Define it under 'loadouts:' in config.yaml"
+                     + (f"; known: {', '.join(known)}" if known else "") + ".")
+
+
+@dataclass
+class ModelState:
+    id: str
+    engine: str = ""
+    present: bool | None = None
+    loaded: bool | None = None
+    memory_bytes: int | None = None
+    status: str = ""
+    detail: str = ""
+
+
+@dataclass
+class EngineState:
+    engine: str
+    running: bool
+    started_by_jarvis: bool
+    address: str | None
+    version: str | None
+    detail: str = ""
+
+
+@dataclass
+class LoadoutState:
+    name: str | None
+    models: list[ModelState] = field(default_factory=list)
+    engines: list[EngineState] = field(default_factory=list)
+    gpu: list[dict[str, Any]] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"loadout": self.name, "models": [asdict(m) for m in self.models],
+                "engines": [asdict(e) for e in self.engines], "gpu": self.gpu}
+
+
+def _gpu_json() -> list[dict[str, Any]] | None:
+    gpus = gpu_memory()
+    return [{"index": g.index, "name": g.name, "used_mib": g.used_mib, "total_mib": g.total_mib}
+            for g in gpus] if gpus else None
+
+
+def status(session: Session, name: str | None, model_ids: list[str]) -> LoadoutState:
+    """What is there now; starts nothing."""
+    state = LoadoutState(name)
+    everything = StateStore(session.state.dir)
+    refs: list[ModelRef | None] = []
+    for model_id in model_ids:
+        try:
+            refs.append(session.resolve(model_id))
+        except EngineNotInstalledError as exc:
+            refs.append(None)
+            state.models.append(ModelState(model_id, status="unavailable", detail=str(exc)))
+    engines = sorted({r.engine for r in refs if r} | ({e for e in session.registry.engines} if name is None else set()))
+    detections = {e: session.detect(e) for e in engines}
+    for engine, d in detections.items():
+        ours = bool(everything.records(engine=engine))
+        state.engines.append(EngineState(engine, d.reachable, ours or d.started_by_jarvis, d.address, d.version,
+                                         d.detail))
+    for model_id, ref in zip(model_ids, refs):
+        if ref is None:
+            continue
+        d = detections[ref.engine]
+        item = ModelState(ref.canonical, ref.engine)
+        try:
+            availability = session.is_available(ref)
+            item.present = availability.present
+            item.detail = availability.detail if not availability.present else ""
+        except JarvisError as exc:
+            item.detail = str(exc)
+        if d.loaded_models is not None:
+            key = next((k for k in d.loaded_models if _same_model(k, ref.name)), None)
+            item.loaded = key is not None
+            item.memory_bytes = d.loaded_models.get(key) if key else None
+        item.status = ("MISSING" if item.present is False else "loaded" if item.loaded else
+                       "not loaded" if item.loaded is False else "unknown")
+        if not d.usable:
+            item.status, item.detail = "unavailable", d.detail
+        state.models.append(item)
+    state.gpu = _gpu_json()
+    return state
+
+
+def _same_model(loaded: str, name: str) -> bool:
+    strip = (lambda s: s[:-7] if s.endswith(":latest") else s)
+    return strip(loaded) == strip(name)
+
+
+def check_fit(availabilities: list[tuple[ModelRef, Availability]]) -> None:
+    """Refuse, before starting anything, a loadout whose memory cannot fit on the GPU (where one exists)."""
+    gpus = gpu_memory()
+    if not gpus:
+        return
+    total = gpus[0].total_mib * 2**20
+    used = gpus[0].used_mib * 2**20
+    need = sum(a.memory_bytes or 0 for _, a in availabilities)
+    if need and used + need > total:
+        parts = ", ".join(f"{r.canonical} {a.memory_bytes / 2**30:.1f} GiB" for r, a in availabilities
+                          if a.memory_bytes)
+        settings = sorted({a.memory_setting for _, a in availabilities if a.memory_setting})
+        raise UsageError(
+            f"The loadout needs {need / 2**30:.1f} GiB of GPU memory ({parts}) but {gpus[0].name} has "
+            f"{(total - used) / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB; nothing was started. "
+            f"Lower {', '.join(settings) if settings else 'the models’ memory use'} in config.yaml, or drop a model.")
+
+
+def up(session: Session, name: str, model_ids: list[str], say: Callable[[str], None]) -> LoadoutState:
+    """Start the engines, load and warm every model, keep them resident; MISSING models are reported, not pulled
+    (unless the session forces downloads)."""
+    refs = []
+    for model_id in model_ids:
+        try:
+            refs.append(session.resolve(model_id))
+        except EngineNotInstalledError as exc:
+            say(f"{model_id}: unavailable: {exc}")
+    ready: list[tuple[ModelRef, Availability]] = []
+    result = LoadoutState(name)
+    for ref in refs:
+        detection = session.detect(ref.engine)
+        if not detection.usable:
+            result.models.append(ModelState(ref.canonical, ref.engine, status="unavailable", detail=detection.detail))
+            continue
+        availability = session.is_available(ref)
+        if not availability.present and not session.force_download:
+            fix = f"jarvis loadout up {name} --force-download"
+            result.models.append(ModelState(ref.canonical, ref.engine, present=False, status="MISSING",
+                                            detail=f"{availability.detail}; fix: {fix}"))
+            continue
+        ready.append((ref, availability))
+    check_fit([(r, a) for r, a in ready if a.present])
+    if not session.state.records(kind="baseline"):
+        gpus = gpu_memory()
+        if gpus:
+            session.state.add("jarvis", "baseline", used_mib=gpus[0].used_mib)
+    for ref, availability in ready:
+        item = ModelState(ref.canonical, ref.engine, present=True)
+        try:
+            if not availability.present:
+                say(f"{ref.canonical}: pulling")
+                session.pull(ref)
+            started = session.start(ref)
+            warm = session.warmup(ref)
+            item.loaded, item.status = True, "loaded"
+            item.detail = f"at {started.address}, cold start {warm.cold_start_s:.2f} s"
+        except (EngineUnavailableError, JarvisError) as exc:
+            item.status, item.detail = "error", str(exc)
+        say(f"{ref.canonical}: {item.status} {item.detail}".rstrip())
+        result.models.append(item)
+    result.gpu = _gpu_json()
+    return result
+
+
+def down(session_for: Callable[[str], Session], names: list[str] | None, state_dir: Path,
+         say: Callable[[str], None]) -> dict[str, Any]:
+    """Unload and stop what `up` started for these loadouts (all when None), and confirm the memory came back."""
+    store = StateStore(state_dir)
+    run_ids = {r.get("run_id", "") for r in store.records() if str(r.get("run_id", "")).startswith(PREFIX)}
+    if names is not None:
+        run_ids &= {run_id(n) for n in names}
+    report: dict[str, Any] = {"loadouts": sorted(r[len(PREFIX):] for r in run_ids), "stopped": [],
+                              "left_running": [], "memory_released": None}
+    baselines = []
+    for rid in sorted(run_ids):
+        session = session_for(rid)
+        baselines += [r["used_mib"] for r in session.state.records(kind="baseline") if "used_mib" in r]
+        for engine in sorted({r["engine"] for r in session.state.records() if r.get("kind") != "baseline"}):
+            if engine not in session.registry.engines:
+                say(f"{engine}: its plugin is not installed; its records are kept")
+                continue
+            stopped = session.stop(engine)
+            report["stopped"] += [f"{engine}: {s}" for s in stopped.stopped]
+            report["left_running"] += [f"{engine}: {s}" for s in stopped.left_running]
+            if stopped.memory_released is False:
+                report["memory_released"] = False
+            say(f"{engine}: stopped {', '.join(stopped.stopped) or 'nothing'}"
+                + (f"; left alone: {', '.join(stopped.left_running)}" if stopped.left_running else ""))
+        for record in session.state.records(kind="baseline"):
+            session.state.remove(record["id"])
+    if baselines and report["memory_released"] is not False:
+        report["memory_released"] = wait_for_release(min(baselines))
+    return report
