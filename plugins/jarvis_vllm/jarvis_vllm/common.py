@@ -38,23 +38,24 @@ def close_client(base_url: str) -> None:
         client.close()
 
 
-def probe_client(base_url: str) -> httpx.Client:
+def probe_client(base_url: str, timeout: float = 5.0) -> httpx.Client:
     """Short timeouts for readiness polls: a loading server refuses, resets or hangs (engines.md §2.1)."""
     from jarvis_core.http import make_client
 
-    return make_client(base_url, timeout=5.0, connect_timeout=2.0)
+    return make_client(base_url, timeout=timeout, connect_timeout=2.0)
 
 
 def server_info(base_url: str) -> tuple[list[str], str | None] | None:
     """(served names, version) when a vLLM-like server answers `/v1/models` at base_url, else None."""
     import httpx
 
-    from jarvis_core.openai_api import list_models
-
-    with probe_client(base_url) as client:
-        try:
-            names = [str(m.get("id")) for m in list_models(client)]
-        except (httpx.HTTPError, ValueError):
+    with probe_client(base_url, timeout=2.0) as client:
+        try:  # openai_api.list_models() would wait 5 s on a port that accepts but never answers
+            response = client.get("/v1/models")
+            response.raise_for_status()
+            data = response.json().get("data")
+            names = [str(m.get("id")) for m in data if isinstance(m, dict)] if isinstance(data, list) else []
+        except (httpx.HTTPError, ValueError, AttributeError):
             return None
         return names, version(client)
 

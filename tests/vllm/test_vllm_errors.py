@@ -1,0 +1,144 @@
+"""Turning Docker's and vLLM's failures into one line that says how to fix them; image pull progress."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from jarvis_core.errors import EngineError, EngineUnavailableError
+from jarvis_core.progress import Progress
+from jarvis_vllm import common, docker_runtime
+from jarvis_vllm.settings import VllmSettings
+
+TOKEN = "hf_SeCrEt0123456789"
+
+
+class FakeAPIError(Exception):
+    def __init__(self, explanation: str, status_code: int = 500) -> None:
+        super().__init__(f"{status_code} Server Error: {explanation}")
+        self.explanation = explanation
+        self.status_code = status_code
+
+
+def _settings(**values) -> VllmSettings:
+    return VllmSettings(**values).apply_environment({"HOME": "/home/me"})
+
+
+@pytest.mark.parametrize("text", [
+    "driver failed programming external connectivity on endpoint vllm-server (abc): Bind for 127.0.0.1:8300 failed: "
+    "port is already allocated",
+    "Error starting userland proxy: listen tcp4 127.0.0.1:8300: bind: address already in use",
+    "Ports are not available: exposing port TCP 127.0.0.1:8300 -> 0.0.0.0:0: listen tcp 127.0.0.1:8300: bind: An "
+    "attempt was made to access a socket in a way forbidden by its access permissions.",
+])
+def test_port_clash_is_one_line_with_the_fix(text):
+    assert common.is_port_clash(text) and not common.is_gpu_refusal(text)
+    err = docker_runtime._api_error(FakeAPIError(text), _settings(port=8300), "Starting")
+    message = str(err)
+    assert "\n" not in message and "Port 8300 on 127.0.0.1 is already in use" in message
+    assert "engines.vllm.port" in message
+
+
+def test_gpu_refusal_is_one_line_with_the_fix():
+    text = 'could not select device driver "" with capabilities: [[gpu]]'
+    assert common.is_gpu_refusal(text) and not common.is_port_clash(text)
+    err = docker_runtime._api_error(FakeAPIError(text), _settings(), "Starting")
+    assert isinstance(err, EngineUnavailableError)
+    assert "\n" not in str(err) and "NVIDIA Container Toolkit" in str(err) and "gpus: none" in str(err)
+
+
+def test_other_docker_errors_are_redacted():
+    settings = VllmSettings().apply_environment({"HOME": "/h", "HF_TOKEN": TOKEN})
+    err = docker_runtime._api_error(FakeAPIError(f"invalid env HF_TOKEN={TOKEN}"), settings, "Creating")
+    assert TOKEN not in str(err) and "Creating failed" in str(err)
+    conflict = docker_runtime._api_error(FakeAPIError('Conflict. The container name "/vllm-server" is already in use '
+                                                      "by container 123", 409), settings, "Creating")
+    assert "leaves it alone" in str(conflict)
+
+
+@pytest.mark.parametrize("log, hint", [
+    ("ValueError: Free memory on device cuda:0 (10.1/79.2 GiB) on startup is less than desired GPU memory "
+     "utilization (0.9, 71.3 GiB).", "gpu_memory_utilization"),
+    ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", "gpu_memory_utilization"),
+    ("ValueError: To serve at least one request with the models's max seq len (32768), (4.00 GiB KV cache is needed, "
+     "which is larger than the available KV cache memory", "max_model_len"),
+    ("huggingface_hub.errors.LocalEntryNotFoundError: Cannot find an appropriate cached snapshot folder",
+     "--force-download"),
+    ("huggingface_hub.errors.GatedRepoError: 401 Client Error.", "HF_TOKEN"),
+    ("OSError: [Errno 98] Address already in use", "engines.vllm.port"),
+    ("vllm: error: unrecognized arguments: serve", "entrypoint"),
+    ("api_server.py: error: unrecognized arguments: --bogus", "extra_args"),
+    ("RuntimeError: Failed to infer device type", "GPU"),
+])
+def test_log_hints(log, hint):
+    assert hint in common.log_hint(log)
+
+
+def test_failure_message_has_command_tail_and_hint_without_secrets():
+    log = "\n".join(f"INFO line {i}" for i in range(30)) + f"\nERROR token {TOKEN}\nCUDA out of memory"
+    message = common.failure_message("The vLLM container vllm-server", "exited with code 1", log, secrets=[TOKEN],
+                                     log_file="/state/logs/vllm.log", command="docker run ... -e HF_TOKEN")
+    lines = message.splitlines()
+    assert lines[0].startswith("The vLLM container vllm-server exited with code 1 (out of GPU memory")
+    assert lines[1] == "command: docker run ... -e HF_TOKEN" and lines[-1] == "full log: /state/logs/vllm.log"
+    assert "INFO line 29" in message and "INFO line 5" not in message  # only the tail
+    assert TOKEN not in message and "***" in message
+
+
+class FakeTask:
+    def __init__(self) -> None:
+        self.updates: list[tuple[int, int | None]] = []
+        self.closed: str | None = None
+
+    def update(self, completed: int, total: int | None = None) -> None:
+        self.updates.append((completed, total))
+
+    def close(self, message: str | None = None) -> None:
+        self.closed = message
+
+
+PULL_EVENTS = [
+    {"status": "Pulling from vllm/vllm-openai", "id": "v0.11.0"},
+    {"status": "Pulling fs layer", "progressDetail": {}, "id": "aaa"},
+    {"status": "Pulling fs layer", "progressDetail": {}, "id": "bbb"},
+    {"status": "Already exists", "progressDetail": {}, "id": "ccc"},
+    {"status": "Downloading", "progressDetail": {"current": 100, "total": 1000}, "id": "aaa"},
+    {"status": "Downloading", "progressDetail": {"current": 50, "total": 500}, "id": "bbb"},
+    {"status": "Downloading", "progressDetail": {"current": 600, "total": 1000}, "id": "aaa"},
+    {"status": "Verifying Checksum", "progressDetail": {}, "id": "aaa"},
+    {"status": "Download complete", "progressDetail": {}, "id": "aaa"},
+    {"status": "Downloading", "progressDetail": {"current": 500, "total": 500}, "id": "bbb"},
+    {"status": "Extracting", "progressDetail": {"current": 1000, "total": 1000}, "id": "aaa"},
+    {"status": "Pull complete", "progressDetail": {}, "id": "aaa"},
+    {"status": "Pull complete", "progressDetail": {}, "id": "bbb"},
+    {"status": "Digest: sha256:0123"},
+    {"status": "Status: Downloaded newer image for vllm/vllm-openai:v0.11.0"},
+]
+
+
+def test_pull_progress_is_summed_over_layers():
+    task = FakeTask()
+    layers = docker_runtime.follow_pull(PULL_EVENTS, task, "vllm/vllm-openai:v0.11.0")
+    assert layers == {"aaa": (1000, 1000), "bbb": (500, 500)}
+    assert task.updates[0] == (100, 1000)
+    assert (150, 1500) in task.updates and (650, 1500) in task.updates and task.updates[-1] == (1500, 1500)
+    completed = [c for c, _ in task.updates]
+    assert completed == sorted(completed)  # extraction never counts as download progress
+    assert "Downloaded newer image" in task.closed
+
+
+def test_pull_stream_errors_are_raised():
+    events = PULL_EVENTS[:5] + [{"errorDetail": {"message": "unauthorized: authentication required"},
+                                 "error": "unauthorized: authentication required"}]
+    task = FakeTask()
+    with pytest.raises(EngineError, match="Pulling image vllm/vllm-openai:nope failed: unauthorized"):
+        docker_runtime.follow_pull(events, task, "vllm/vllm-openai:nope")
+    assert "failed" in task.closed
+
+
+def test_pull_progress_drives_a_console_bar():
+    out = io.StringIO()
+    progress = Progress(out)
+    docker_runtime.follow_pull(PULL_EVENTS, progress.task("image x", unit="B"), "x")
+    assert "100.0%" in out.getvalue() and "1.5 KB/1.5 KB" in out.getvalue()

@@ -1,0 +1,177 @@
+"""The process runtime's lifecycle with a fake `vllm` (the OpenAI stand-in run as `vllm serve`): quick and real
+processes, ports and signals, no vLLM needed."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+import jarvis_vllm.common
+from jarvis_core.engine import ChatRequest, Message
+from jarvis_core.errors import EngineError, EngineTimeoutError, EngineUnavailableError
+from jarvis_core.processes import free_port, port_open
+
+from vllm_helpers import CONFIG, make_repo
+
+MODEL = "jarvis-test/tiny"
+FRANCE = [Message("user", "What is the capital of France?")]
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    hub = tmp_path / "hub"
+    make_repo(hub, MODEL, {"config.json": CONFIG, "model.safetensors": b"w"})
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    return hub
+
+
+@pytest.fixture
+def proc_session(session_for, fake_vllm, hub):
+    def make(*extra_args: str, timeouts: dict | None = None, **settings):
+        settings.setdefault("port", free_port())
+        return session_for(runtime="process", executable=str(fake_vllm), gpus="none", timeouts=timeouts,
+                           models={MODEL: {"served_name": "tiny", "extra_args": list(extra_args)}}, **settings)
+    return make
+
+
+def _process_records(session):
+    return session.state.records("vllm", "process")
+
+
+def test_start_infer_stop(proc_session):
+    session = proc_session("--ready-after", "0.3", "--check-hf-cache")
+    ref = session.resolve(f"vllm:{MODEL}")
+    assert session.detect("vllm").installed and not session.detect("vllm").reachable
+    started = session.start(ref)
+    assert started.started and started.version == "0.11.0"
+    [record] = _process_records(session)
+    pid, port = record["pid"], record["port"]
+    proc = psutil.Process(pid)
+    assert proc.create_time() == record["create_time"] and "HF_TOKEN" not in str(record)
+    env = proc.environ()
+    assert env["HF_HUB_OFFLINE"] == "1" and env["HF_HUB_CACHE"] == session.context("vllm").settings.hub_cache.as_posix()
+    found = session.detect("vllm")
+    assert found.reachable and found.started_by_jarvis and "tiny" in found.detail
+
+    again = session.start(ref)  # already serving: reused, nothing new started
+    assert not again.started and "the server Jarvis started" in again.detail and len(_process_records(session)) == 1
+
+    warm = session.warmup(ref)
+    assert warm.cold_start_s > 0
+    result = session.infer(ref, ChatRequest(FRANCE, stream=True))
+    assert result.ok and "Paris" in result.text and result.token_source == "server"
+
+    stopped = session.stop("vllm")
+    assert stopped.stopped == [f"vllm serve (pid {pid}) ended with its process tree"]
+    assert stopped.memory_released is None and "no GPU to check" in stopped.detail
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not port_open("127.0.0.1", port) and _process_records(session) == []
+
+
+def test_token_reaches_the_engine_but_not_the_state(proc_session, monkeypatch):
+    token = "hf_SeCrEt0123456789"
+    monkeypatch.setenv("HF_TOKEN", token)
+    session = proc_session()
+    session.start(session.resolve(f"vllm:{MODEL}"))
+    [record] = _process_records(session)
+    assert psutil.Process(record["pid"]).environ()["HF_TOKEN"] == token
+    assert token not in session.state.path.read_text() and token not in session.detect("vllm").detail
+
+
+def test_exit_before_ready_fails_fast_with_exit_code_and_log(proc_session):
+    session = proc_session("--ready-after", "0.2", "--fail-start", "RuntimeError: engine core failed to start")
+    began = time.monotonic()
+    with pytest.raises(EngineError) as info:
+        session.start(session.resolve(f"vllm:{MODEL}"))
+    assert time.monotonic() - began < 10
+    message = str(info.value)
+    assert message.splitlines()[0].startswith(f"vllm serve {MODEL} exited with code 1 before it was ready")
+    assert "engine core failed to start" in message and "command: " in message and "full log:" in message
+    assert _process_records(session) == []
+
+
+def test_startup_failure_gets_the_fix_from_the_log(proc_session):
+    session = proc_session("--simulate-free-memory", "0.5")
+    with pytest.raises(EngineError) as info:
+        session.start(session.resolve(f"vllm:{MODEL}"))
+    assert "stop other engines" in info.value.args[0].splitlines()[0]
+    assert "gpu_memory_utilization" in info.value.args[0].splitlines()[0]
+
+
+def test_port_clash_is_one_line_before_anything_starts(proc_session):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        session = proc_session(port=port)
+        with pytest.raises(EngineError) as info:
+            session.start(session.resolve(f"vllm:{MODEL}"))
+    message = str(info.value)
+    assert "\n" not in message and f"Port {port} on 127.0.0.1 is already in use" in message
+    assert "engines.vllm.port" in message and _process_records(session) == []
+
+
+def test_not_ready_in_time_is_ended(proc_session):
+    session = proc_session("--ready-after", "60", timeouts={"start": 1.5})
+    with pytest.raises(EngineTimeoutError, match="was not ready after 2 s"):
+        session.start(session.resolve(f"vllm:{MODEL}"))
+    assert _process_records(session) == []
+
+
+def test_progress_notes_while_loading(proc_session, monkeypatch):
+    monkeypatch.setattr(jarvis_vllm.common, "NOTE_EVERY_S", 0.5)
+    session = proc_session("--ready-after", "1.6")
+    session.start(session.resolve(f"vllm:{MODEL}"))
+    notes = session.progress.stream.getvalue()
+    assert "vllm: starting `vllm serve jarvis-test/tiny`" in notes
+    assert "vllm: tiny is loading (" in notes and "Loading model" in notes
+
+
+def test_stop_from_the_state_alone_after_a_crash(proc_session, make_session):
+    session = proc_session()
+    session.start(session.resolve(f"vllm:{MODEL}"))
+    [record] = _process_records(session)
+    # A new Jarvis (after a crash): only the state file knows what was started.
+    later = make_session({"engines": {"vllm": {"runtime": "docker"}}})
+    stopped = later.stop("vllm")
+    assert stopped.stopped == [f"vllm serve (pid {record['pid']}) ended with its process tree"]
+    assert not port_open("127.0.0.1", record["port"]) and later.state.records("vllm") == []
+
+
+def test_a_reused_pid_is_never_ended(proc_session, make_session):
+    import subprocess
+    import sys
+
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        session = make_session()
+        session.state.add("vllm", "process", pid=stranger.pid, create_time=psutil.Process(stranger.pid).create_time()
+                          - 100, port=free_port(), host="127.0.0.1")
+        stopped = session.stop("vllm")
+        assert stopped.stopped == [] and stranger.poll() is None and session.state.records("vllm") == []
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_engine_that_died_after_ready_is_cleaned(proc_session):
+    session = proc_session("--exit-after-requests", "1", "--exit-code", "3")
+    ref = session.resolve(f"vllm:{MODEL}")
+    session.start(ref)
+    assert session.infer(ref, ChatRequest(FRANCE)).ok
+    [record] = _process_records(session)
+    psutil.Process(record["pid"]).wait(timeout=10)
+    stopped = session.stop("vllm")
+    assert stopped.stopped == [] and "already exited" in stopped.detail and _process_records(session) == []
+
+
+def test_missing_executable(session_for, hub, tmp_path: Path):
+    session = session_for(runtime="process", executable=str(tmp_path / "nope" / "vllm"), port=free_port())
+    found = session.detect("vllm")
+    assert not found.installed and "pip install vllm" in found.detail
+    with pytest.raises(EngineUnavailableError, match="engines.vllm.executable"):
+        session.start(session.resolve(f"vllm:{MODEL}"))
