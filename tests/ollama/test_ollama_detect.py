@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +129,48 @@ def test_available_ignores_a_non_ollama_program_on_the_port(session_for, not_oll
     ollama_models.write_model(models_dir, "qwen2.5:0.5b")
     session = session_for(port=port)
     assert session.is_available(ref(session, "qwen2.5:0.5b")).present
+
+
+# --- what the core reads besides presence: capabilities, memory, resident models ------------------------------------
+
+
+def test_capabilities_and_size_from_the_server(session_for, standin, ref):
+    server = standin(models=["qwen2.5:0.5b", {"name": "llava:7b", "vision": True}])
+    session = session_for(port=server.port)
+    vision = session.is_available(ref(session, "llava:7b"))
+    assert vision.capabilities is not None and "vision" in vision.capabilities
+    assert vision.memory_bytes and vision.memory_bytes > ollama_models.PROJECTOR_SIZE
+    text = session.is_available(ref(session, "qwen2.5:0.5b"))
+    assert text.capabilities is not None and "completion" in text.capabilities and "vision" not in text.capabilities
+
+
+def test_capabilities_from_disk(session_for, models_dir, ref):
+    ollama_models.write_model(models_dir, "llava:7b", vision=True)
+    ollama_models.write_model(models_dir, "qwen2.5:0.5b")
+    session = session_for()
+    assert session.is_available(ref(session, "llava:7b")).capabilities == ("completion", "vision")
+    text = session.is_available(ref(session, "qwen2.5:0.5b"))
+    assert text.capabilities == ("completion",) and text.memory_bytes
+
+
+def test_gguf_header_reading(models_dir):
+    from jarvis_ollama import store
+
+    spec = ollama_models.write_model(models_dir, "qwen2.5:0.5b", context_length=8192)
+    meta = store.gguf_metadata(Path(spec.weights_file))
+    expected = ollama_models.read_gguf_metadata(spec.weights_file)
+    assert meta == {k: (None if isinstance(v, list) else v) for k, v in expected.items()}
+    assert meta["qwen2.context_length"] == 8192
+    not_gguf = models_dir / "plain.bin"
+    not_gguf.write_bytes(b"hello world, not a model")
+    assert store.gguf_metadata(not_gguf) is None
+
+
+def test_detect_lists_the_resident_models(session_for, standin, ref):
+    server = standin(models=["qwen2.5:0.5b", "smollm2:135m"])
+    session = session_for(port=server.port)
+    assert session.detect("ollama").loaded_models == {}
+    session.warmup(ref(session, "smollm2:135m"))
+    loaded = session.detect("ollama").loaded_models
+    assert list(loaded) == ["smollm2:135m"] and loaded["smollm2:135m"] > 0
+    assert session_for().detect("ollama").loaded_models is None  # nothing answers: unknown

@@ -53,6 +53,7 @@ def detect(ctx: EngineContext) -> Detection | None:
     exe = server.find_executable(settings)
     found = server.server_version(settings.url)
     ours = found is not None and bool(server.running_records(ctx, settings.url))
+    loaded = server.loaded_models(settings.url) if found is not None else None
     if found is not None:
         detail = f"Ollama {found} answers at {settings.url}" + ("; started by Jarvis" if ours else "")
         detail += f"; program: {exe}" if exe else "; no ollama program on this machine (a remote server?)"
@@ -65,7 +66,7 @@ def detect(ctx: EngineContext) -> Detection | None:
         else:
             detail = server.not_installed_message(settings)
     return Detection(engine=ENGINE, installed=exe is not None, reachable=found is not None, version=found,
-                     address=settings.url, detail=detail, started_by_jarvis=ours)
+                     address=settings.url, detail=detail, started_by_jarvis=ours, loaded_models=loaded)
 
 
 @hookimpl
@@ -87,15 +88,19 @@ def is_available(ctx: EngineContext, model: ModelRef) -> Availability | None:
             except (httpx.HTTPError, client.OllamaAPIError) as exc:
                 raise EngineError(f"Ollama at {settings.url} could not list its models: {exc}", engine=ENGINE) \
                     from None
-        if entry is not None:
-            return Availability(present=True, detail=f"on the Ollama server at {settings.url}",
-                                revision=entry.get("digest") if isinstance(entry.get("digest"), str) else None)
-        return Availability(present=False, fix=fix,
-                            detail=f"not among the models of the Ollama server at {settings.url}")
+            caps = client.capabilities(http, model.name) if entry is not None else None
+        if entry is None:
+            return Availability(present=False, fix=fix,
+                                detail=f"not among the models of the Ollama server at {settings.url}")
+        digest = entry.get("digest") if isinstance(entry.get("digest"), str) else None
+        size = entry.get("size") if isinstance(entry.get("size"), int) and entry["size"] > 0 else None
+        return Availability(present=True, detail=f"on the Ollama server at {settings.url}", revision=digest,
+                            capabilities=caps, memory_bytes=size)
     dirs = store.candidate_dirs(settings.models_dir)
     found = store.locate(dirs, model.name)
     if found is not None:
-        return Availability(present=True, revision=found.digest,
+        return Availability(present=True, revision=found.digest, capabilities=found.capabilities(),
+                            memory_bytes=found.size or None,
                             detail=f"on disk in {found.models_dir} (Ollama is not running)")
     where = ", ".join(str(d) for d in dirs)
     return Availability(present=False, fix=fix, detail=f"not on disk in {where} (Ollama is not running; set "

@@ -86,6 +86,30 @@ def ps(client: httpx.Client, timeout: float = 10.0) -> list[dict[str, Any]]:
     return _models(_json(client.get("/api/ps", timeout=timeout)))
 
 
+def capabilities(client: httpx.Client, model: str, timeout: float = 10.0) -> tuple[str, ...] | None:
+    """What the model can do, from `POST /api/show` (`capabilities`; older servers: a `clip` family means vision).
+    None when the server does not say."""
+    import httpx
+
+    try:
+        data = post(client, "/api/show", {"model": model}, timeout)
+    except (httpx.HTTPError, OllamaAPIError):
+        return None
+    caps = data.get("capabilities")
+    if isinstance(caps, list):
+        return tuple(str(c) for c in caps)
+    families = (data.get("details") or {}).get("families") if isinstance(data.get("details"), dict) else None
+    if isinstance(families, list) and families:
+        return ("completion", "vision") if "clip" in families else ("completion",)
+    return None
+
+
+def memory(entry: dict[str, Any]) -> int | None:
+    """The bytes a loaded model holds (`/api/ps` `size`: GPU and CPU memory together)."""
+    size = entry.get("size")
+    return size if isinstance(size, int) else None
+
+
 def find(models: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
     for entry in models:
         if any(isinstance(entry.get(k), str) and same_model(entry[k], name) for k in ("name", "model")):

@@ -90,11 +90,12 @@ def warmup(ctx: EngineContext, model: ModelRef) -> WarmupResult:
         t_done = time.perf_counter()
     if not answer.ok:
         raise EngineError(f"The warmup request to '{name}' on Ollama failed: {answer.error}", engine=ENGINE)
-    reported = [v for v in (reply.get("load_duration"), answer.server.get("load_duration"))
-                if isinstance(v, int) and v > 0]
-    if reported:
-        load_s, source = max(reported) / 1e9, "Ollama's load_duration"
-    else:  # Ollama's load-only reply carries no figures: the load request's wall time is the closest measure
+    reported = reply.get("load_duration")
+    if isinstance(reported, int) and reported > 0:
+        load_s, source = reported / 1e9, "Ollama's load_duration"
+    else:
+        # Ollama's load-only reply carries no figures, and the warmup answer's load_duration covers only its own
+        # scheduling (the model is loaded by then): the load request's wall time is the closest measure.
         load_s, source = t_loaded - t0, "wall time of the load request"
     detail = f"'{name}' loaded in {load_s:.2f} s ({source}); cold start {t_done - t0:.2f} s"
     if loaded_before:

@@ -83,6 +83,20 @@ def server_version(url: str, timeout: float = 2.0) -> str | None:
         return version(client, timeout=timeout)
 
 
+def loaded_models(url: str) -> dict[str, int | None] | None:
+    """The models resident now (`/api/ps`) with the bytes each holds; None when the server does not tell."""
+    import httpx
+
+    from .client import OllamaAPIError, memory, ps
+
+    with client_for(url, timeout=5.0) as client:
+        try:
+            entries = ps(client)
+        except (httpx.HTTPError, OllamaAPIError):
+            return None
+    return {str(e.get("name") or e.get("model")): memory(e) for e in entries if e.get("name") or e.get("model")}
+
+
 def port_holder(settings: OllamaSettings) -> str | None:
     """When something that is not Ollama accepts connections at the address: a description of that program."""
     address = settings.address
@@ -237,6 +251,7 @@ def end_recorded(ctx: EngineContext, record: dict[str, Any]) -> bool:
     if isinstance(pid, int):
         timeout = min(ctx.config.timeouts.stop, 15.0)
         ended = processes.end_tree(pid, record.get("create_time"), timeout=timeout)
+        ended = end_orphans(pid, record.get("create_time")) > 0 or ended
         child = _children.pop(pid, None)
         if child is not None:
             try:
@@ -245,6 +260,52 @@ def end_recorded(ctx: EngineContext, record: dict[str, Any]) -> bool:
                 pass
     ctx.state.remove(record["id"])
     return ended
+
+
+def end_orphans(pid: int, created: float | None) -> int:
+    """End what is left of a server's tree after the server itself died (a crash): its runners, which hold the
+    model's memory. `processes.end_tree` only walks the tree of a live root, so they are found here: on POSIX by
+    the process group the server led (spawned in a new session), on Windows by the parent PID they still carry.
+    Only processes born after the recorded server are touched, and nothing when the PID now names another process.
+    """
+    import psutil
+
+    if created is None:
+        return 0
+    try:
+        current = psutil.Process(pid)
+        if abs(current.create_time() - created) > 0.05:
+            return 0  # the PID was reused: its group or children are not ours
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.Error:
+        return 0
+    victims = []
+    for proc in psutil.process_iter(["ppid"]):
+        try:
+            if proc.pid in (pid, os.getpid()) or proc.create_time() < created - 0.05:
+                continue
+            if sys.platform == "win32":
+                ours = proc.info.get("ppid") == pid
+            else:
+                ours = os.getpgid(proc.pid) == pid
+            if ours and proc.status() != psutil.STATUS_ZOMBIE:
+                victims.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    for proc in victims:
+        try:
+            proc.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(victims, timeout=3)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=3)
+    return len(victims)
 
 
 def tray_processes() -> list[Any]:
