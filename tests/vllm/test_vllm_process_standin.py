@@ -175,3 +175,33 @@ def test_missing_executable(session_for, hub, tmp_path: Path):
     assert not found.installed and "pip install vllm" in found.detail
     with pytest.raises(EngineUnavailableError, match="engines.vllm.executable"):
         session.start(session.resolve(f"vllm:{MODEL}"))
+
+
+def test_switching_models_ends_the_previous_server_first(session_for, fake_vllm, hub):
+    make_repo(hub, "jarvis-test/other", {"config.json": CONFIG, "model.safetensors": b"v"})
+    session = session_for(runtime="process", executable=str(fake_vllm), gpus="none", port=free_port())
+    first = session.start(session.resolve(f"vllm:{MODEL}"))
+    [old] = _process_records(session)
+    assert session.detect("vllm").loaded_models == {MODEL: None}
+    second = session.start(session.resolve("vllm:jarvis-test/other"))
+    assert first.started and second.started
+    [new] = _process_records(session)
+    assert new["pid"] != old["pid"] and not psutil.pid_exists(old["pid"]) or \
+        psutil.Process(old["pid"]).status() == psutil.STATUS_ZOMBIE
+    assert "to make room for jarvis-test/other" in session.progress.stream.getvalue()
+    assert session.detect("vllm").loaded_models == {"jarvis-test/other": None}
+
+
+def test_memory_estimate_is_the_reserved_share_of_the_gpu(session_for, hub, monkeypatch):
+    from jarvis_core import gpu
+
+    session = session_for(models={MODEL: {"gpu_memory_utilization": 0.5}})
+    ref = session.resolve(f"vllm:{MODEL}")
+    no_gpu = session.is_available(ref)
+    assert no_gpu.present and no_gpu.memory_bytes is None
+    monkeypatch.setattr(gpu, "gpu_memory", lambda: [gpu.GpuMemory(0, "Fake GPU", 1000, 80 * 1024)])
+    with_gpu = session.is_available(ref)
+    assert with_gpu.memory_bytes == 40 * 2**30
+    assert with_gpu.memory_setting == f"engines.vllm.models.{MODEL}.gpu_memory_utilization"
+    other = session.is_available(session.resolve("vllm:org/absent"))
+    assert other.memory_bytes == int(0.9 * 80 * 2**30) and other.memory_setting == "engines.vllm.gpu_memory_utilization"

@@ -84,9 +84,9 @@ def detect(ctx: EngineContext) -> Detection | None:
         if info is None:
             return Detection(engine=ENGINE, installed=False, reachable=False, address=settings.base_url,
                              detail=f"no vLLM server answers at {settings.base_url} (engines.vllm.url)")
-        names, version = info
-        return Detection(engine=ENGINE, installed=True, reachable=True, version=version, address=settings.base_url,
-                         detail=f"remote server at {settings.base_url} serves {', '.join(names) or 'no model'}")
+        return Detection(engine=ENGINE, installed=True, reachable=True, version=info.version, address=settings.base_url,
+                         loaded_models=info.loaded_models(),
+                         detail=f"remote server at {settings.base_url} serves {', '.join(info.names) or 'no model'}")
     return _runtime(settings).detect(ctx, settings)
 
 
@@ -106,13 +106,30 @@ def is_available(ctx: EngineContext, model: ModelRef) -> Availability | None:
 
         info = common.server_info(settings.base_url)
         served = settings.launch(model.name).served_name
-        if info is not None and served in info[0]:
+        if info is not None and served in info.names:
             return Availability(present=True, detail=f"served by {settings.base_url}")
         return Availability(present=False, detail=f"the server at {settings.base_url} does not serve {served}"
                             if info is not None else f"no server answers at {settings.base_url}")
     check = _check(settings, model)
+    memory, setting = _reserved_memory(settings, model.name)
     return Availability(present=check.present, detail=check.detail, revision=check.revision,
-                        fix=None if check.present or check.local_folder else _fix(model.name))
+                        fix=None if check.present or check.local_folder else _fix(model.name),
+                        memory_bytes=memory, memory_setting=setting)
+
+
+def _reserved_memory(settings: VllmSettings, name: str) -> tuple[int | None, str]:
+    """vLLM reserves `gpu_memory_utilization` x the GPU's total memory up front, whatever the model's size."""
+    from jarvis_core import gpu
+
+    per = settings.models.get(name)
+    setting = (f"engines.vllm.models.{name}.gpu_memory_utilization"
+               if per is not None and per.gpu_memory_utilization is not None else "engines.vllm.gpu_memory_utilization")
+    if settings.gpus == "none" or settings.url:
+        return None, setting
+    gpus = gpu.gpu_memory()
+    if not gpus:
+        return None, setting
+    return int(settings.launch(name).gpu_memory_utilization * gpus[0].total_mib * 2**20), setting
 
 
 @hookimpl
@@ -153,15 +170,21 @@ def start(ctx: EngineContext, model: ModelRef) -> StartResult | None:
     settings = _settings(ctx)
     launch = settings.launch(model.name)
     info = common.server_info(settings.base_url)
-    if info is not None and launch.served_name in info[0]:
+    if info is not None and launch.served_name in info.names:
         ours = any(r.get("port") == settings.port for r in ctx.state.records(ENGINE)) and not settings.url
-        return StartResult(address=settings.base_url, started=False, version=info[1],
+        return StartResult(address=settings.base_url, started=False, version=info.version,
                            detail=f"{'the server Jarvis started' if ours else 'a running server'} at "
                                   f"{settings.base_url} already serves {launch.served_name}")
     if settings.url:
-        what = f"serves {', '.join(info[0]) or 'no model'}" if info is not None else "does not answer"
+        what = f"serves {', '.join(info.names) or 'no model'}" if info is not None else "does not answer"
         raise EngineError(f"The vLLM server at {settings.base_url} (engines.vllm.url) {what}, not "
                           f"{launch.served_name}; Jarvis does not start or change remote servers.", engine=ENGINE)
+    if ctx.state.records(ENGINE):
+        # One vLLM serves one model: end the one Jarvis started for another model first, and let the GPU's memory
+        # come back before the next one reserves its share.
+        previous = stop(ctx=ctx)
+        if previous is not None and previous.stopped:
+            ctx.progress.note(f"vllm: {'; '.join(previous.stopped)} to make room for {launch.served_name}")
     check = None
     if not _remote_docker(settings):
         check = _check(settings, model)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from jarvis_core.errors import EngineError
 
@@ -45,8 +45,20 @@ def probe_client(base_url: str, timeout: float = 5.0) -> httpx.Client:
     return make_client(base_url, timeout=timeout, connect_timeout=2.0)
 
 
-def server_info(base_url: str) -> tuple[list[str], str | None] | None:
-    """(served names, version) when a vLLM-like server answers `/v1/models` at base_url, else None."""
+class ServerInfo(NamedTuple):
+    names: list[str]
+    """Served names (`data[].id`): what clients send as `model`."""
+    version: str | None
+    roots: list[str]
+    """The models behind them (`data[].root`: repo ID or path)."""
+
+    def loaded_models(self) -> dict[str, int | None]:
+        """For Detection.loaded_models: each served name and each model root (memory unknown)."""
+        return {name: None for name in [*self.names, *self.roots]}
+
+
+def server_info(base_url: str) -> ServerInfo | None:
+    """What a vLLM-like server answering `/v1/models` at base_url serves, else None."""
     import httpx
 
     with probe_client(base_url, timeout=2.0) as client:
@@ -54,10 +66,11 @@ def server_info(base_url: str) -> tuple[list[str], str | None] | None:
             response = client.get("/v1/models")
             response.raise_for_status()
             data = response.json().get("data")
-            names = [str(m.get("id")) for m in data if isinstance(m, dict)] if isinstance(data, list) else []
+            models = [m for m in data if isinstance(m, dict)] if isinstance(data, list) else []
         except (httpx.HTTPError, ValueError, AttributeError):
             return None
-        return names, version(client)
+        return ServerInfo([str(m.get("id")) for m in models], version(client),
+                          [str(m["root"]) for m in models if m.get("root")])
 
 
 def version(client: httpx.Client) -> str | None:

@@ -109,10 +109,12 @@ def detect(ctx: EngineContext, settings: VllmSettings) -> Detection:
 
 def _server(detection: Detection, settings: VllmSettings, notes: list[str]) -> None:
     info = common.server_info(settings.base_url)
+    detection.loaded_models = {}
     if info is not None:
-        names, detection.version = info
+        detection.loaded_models = info.loaded_models()
+        detection.version = info.version
         detection.reachable = True
-        notes.append(f"a server at {settings.base_url} serves {', '.join(names) or 'no model'}")
+        notes.append(f"a server at {settings.base_url} serves {', '.join(info.names) or 'no model'}")
 
 
 # --- pull ------------------------------------------------------------------------------------------------------------

@@ -54,11 +54,12 @@ def detect(ctx: EngineContext, settings: VllmSettings) -> Detection:
         detection.version = installed_version(exe)
         notes.append(f"{exe}" + (f" (vLLM {detection.version})" if detection.version else ""))
     info = common.server_info(settings.base_url)
+    detection.loaded_models = {}
     if info is not None:
-        names, server_version = info
+        detection.loaded_models = info.loaded_models()
         detection.reachable = True
-        detection.version = server_version or detection.version
-        notes.append(f"a server at {settings.base_url} serves {', '.join(names) or 'no model'}")
+        detection.version = info.version or detection.version
+        notes.append(f"a server at {settings.base_url} serves {', '.join(info.names) or 'no model'}")
     detection.started_by_jarvis = any(r.get("port") == settings.port for r in ctx.state.records(ENGINE))
     detection.detail = "; ".join(notes)
     return detection
