@@ -331,6 +331,7 @@ def test_stop_foreign_server_when_asked(session_for, fake_ollama, on_disk, port,
         log.close()
 
 
+@pytest.mark.integration  # about 4 s: the stand-in server takes a moment to stop, and a restart is awaited
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="a tray app stand-in needs a POSIX shebang")
 def test_stop_foreign_server_ends_the_tray_app_first(session_for, fake_ollama, on_disk, port, tmp_path):
     """Windows' `ollama app.exe` restarts `ollama serve` a second after it exits: it must be ended first."""

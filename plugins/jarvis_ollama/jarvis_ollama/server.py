@@ -77,7 +77,7 @@ def not_installed_message(settings: OllamaSettings) -> str:
 # --- what answers at the address ----------------------------------------------------------------------------------
 
 
-def server_version(url: str, timeout: float = 2.0) -> str | None:
+def server_version(url: str, timeout: float = 1.0) -> str | None:
     """The version of the Ollama server at `url`, or None when none answers."""
     with client_for(url, timeout=timeout) as client:
         return version(client, timeout=timeout)
