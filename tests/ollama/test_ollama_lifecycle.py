@@ -371,3 +371,52 @@ def _wait_for(condition, timeout: float = 15.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.05)
+
+
+def test_a_systemd_service_is_never_killed(session_for, standin, monkeypatch):
+    from jarvis_ollama import server as server_module
+
+    server = standin()
+    monkeypatch.setattr(server_module, "systemd_unit", lambda pid: "ollama.service")
+    result = session_for(port=server.port, stop_foreign_server=True).stop("ollama")
+    assert result.stopped == []
+    [left] = result.left_running
+    assert "systemd service ollama.service" in left and "sudo systemctl stop ollama" in left
+    assert server.running
+
+
+def test_a_server_inside_this_process_is_never_killed(session_for, standin):
+    server = standin()  # the in-process stand-in listens from this very process
+    result = session_for(port=server.port, stop_foreign_server=True).stop("ollama")
+    assert result.stopped == [] and "own process" in result.left_running[0]
+    assert server.running
+
+
+def test_another_runs_server_is_left_to_it(ollama, fake_ollama, on_disk, port, tmp_path, ref):
+    """A run scoped to its own records must not take a loadout's (or another run's) server for a foreign one."""
+    import io
+
+    from jarvis_core.config import Config, build_settings
+    from jarvis_core.progress import Progress
+    from jarvis_core.session import Session
+    from jarvis_core.state import StateStore
+
+    config = build_settings(Config, {"engines": {"ollama": {"url": f"127.0.0.1:{port}", "models_dir": str(on_disk),
+                                                            "stop_foreign_server": True}}},
+                            source="test", path="", exclude=("source",))
+
+    def session(run_id: str) -> Session:
+        return Session(config, state=StateStore(tmp_path / "state", run_ids={run_id}), run_id=run_id,
+                       progress=Progress(io.StringIO()))
+
+    loadout, run = session("loadout:daily"), session("run-1")
+    try:
+        assert loadout.start(ref(loadout, "qwen2.5:0.5b")).started
+        assert not run.start(ref(run, "qwen2.5:0.5b")).started
+        run.warmup(ref(run, "qwen2.5:0.5b"))
+        result = run.stop("ollama")
+        assert any("unloaded qwen2.5:0.5b" in s for s in result.stopped)  # what the run loaded, it unloads
+        assert "another Jarvis run or loadout (loadout:daily)" in result.left_running[0]
+        assert run.detect("ollama").reachable and run.detect("ollama").started_by_jarvis
+    finally:
+        assert any("ollama serve" in s for s in loadout.stop("ollama").stopped)

@@ -52,7 +52,7 @@ def detect(ctx: EngineContext) -> Detection | None:
     settings: OllamaSettings = ctx.settings
     exe = server.find_executable(settings)
     found = server.server_version(settings.url)
-    ours = found is not None and bool(server.running_records(ctx, settings.url))
+    ours = found is not None and bool(server.running_records(ctx, settings.url, any_run=True))
     loaded = server.loaded_models(settings.url) if found is not None else None
     if found is not None:
         detail = f"Ollama {found} answers at {settings.url}" + ("; started by Jarvis" if ours else "")
@@ -189,7 +189,12 @@ def stop(ctx: EngineContext) -> StopResult | None:
             released = released if released is False else True
     if settings.url not in {r.get("address") for r in records}:
         found = server.server_version(settings.url)
-        if found is not None and settings.stop_foreign_server:
+        others = server.running_records(ctx, settings.url, any_run=True) if found is not None else []
+        if others:  # started by another Jarvis run or a loadout: theirs to stop, whatever stop_foreign_server says
+            left.append(f"Ollama {found} at {settings.url}, started by another Jarvis run or loadout "
+                        f"({others[0].get('run_id') or 'unknown run'}): `jarvis loadout down` or `jarvis cleanup` "
+                        f"stops it")
+        elif found is not None and settings.stop_foreign_server:
             ended, kept = server.stop_foreign(ctx)
             done += ended
             left += kept

@@ -132,9 +132,15 @@ def is_local(host: str) -> bool:
 # --- records of what Jarvis started -------------------------------------------------------------------------------
 
 
-def running_records(ctx: EngineContext, url: str | None = None) -> list[dict[str, Any]]:
-    """Process records of servers Jarvis started that still run (optionally only those at `url`)."""
-    return [r for r in ctx.state.records(ENGINE, "process")
+def running_records(ctx: EngineContext, url: str | None = None, *, any_run: bool = False) -> list[dict[str, Any]]:
+    """Process records of servers Jarvis started that still run (optionally only those at `url`). `ctx.state` may
+    be scoped to one run; `any_run` also looks at the records of other runs and loadouts in the same state folder."""
+    store = ctx.state
+    if any_run and getattr(store, "run_ids", None) is not None:
+        from jarvis_core.state import StateStore
+
+        store = StateStore(store.dir)
+    return [r for r in store.records(ENGINE, "process")
             if (url is None or r.get("address") == url) and isinstance(r.get("pid"), int)
             and processes.is_running(r["pid"], r.get("create_time"))]
 
@@ -168,11 +174,11 @@ def ensure_running(ctx: EngineContext) -> StartResult:
     url = settings.url
     found = server_version(url)
     if found is not None:
-        ours = bool(running_records(ctx, url))
+        ours = bool(running_records(ctx, url, any_run=True))
         detail = f"Ollama {found} at {url}" + (", started by Jarvis earlier" if ours else ", already running")
         return StartResult(address=url, started=False, detail=detail, version=found)
 
-    for record in running_records(ctx, url):  # one of ours, still starting (another command of this run?)
+    for record in running_records(ctx, url, any_run=True):  # one of ours, still starting (another run's?)
         _wait(ctx, record["pid"], record.get("create_time"), Path(record.get("log") or ""), 0)
         return StartResult(address=url, started=False, detail=f"Ollama at {url}, started by Jarvis earlier",
                            version=server_version(url))
@@ -330,6 +336,16 @@ def systemd_unit(pid: int) -> str | None:
     return match.group(1) if match else None
 
 
+def _is_self_or_ancestor(pid: int) -> bool:
+    import psutil
+
+    try:
+        me = psutil.Process()
+        return pid == me.pid or pid in {p.pid for p in me.parents()}
+    except psutil.Error:
+        return True
+
+
 def stop_foreign(ctx: EngineContext) -> tuple[list[str], list[str]]:
     """End an Ollama server Jarvis did not start (only when `stop_foreign_server` is true). Returns (stopped, left)."""
     settings: OllamaSettings = ctx.settings
@@ -350,6 +366,9 @@ def stop_foreign(ctx: EngineContext) -> tuple[list[str], list[str]]:
         if processes.end_tree(tray_pid, tray_created, timeout=timeout):
             stopped.append(f"Ollama tray app (pid {tray_pid}), which would restart the server")
     pid = processes.listener_pid(address.port) if pid is None or not processes.is_running(pid, None) else pid
+    if pid is not None and _is_self_or_ancestor(pid):
+        return stopped, left + [f"Ollama server at {settings.url} runs inside Jarvis's own process (pid {pid}); "
+                                f"it is not stopped"]
     if pid is not None and processes.end_tree(pid, processes.create_time(pid), timeout=timeout):
         stopped.append(f"Ollama server not started by Jarvis (pid {pid}) at {settings.url}, as "
                        f"engines.ollama.stop_foreign_server asks")
