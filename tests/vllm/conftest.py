@@ -12,6 +12,7 @@ Every test is checked afterwards: no process it started and no container labelle
 from __future__ import annotations
 
 import os
+from contextlib import closing
 import stat
 import subprocess
 import sys
@@ -51,7 +52,7 @@ _docker_host: list[str] = []  # set by the `docker_engine` session fixture while
 def _jarvis_containers(docker_host: str) -> list[Any]:
     import docker
 
-    with docker.DockerClient(base_url=docker_host, timeout=30) as client:
+    with closing(docker.DockerClient(base_url=docker_host, timeout=30)) as client:
         return client.containers.list(all=True, filters={"label": "jarvis.managed=true"})
 
 
@@ -163,7 +164,7 @@ def docker_engine() -> Iterator[str]:
         missing_prerequisite(f"scripts/dockerd.sh start failed: {started.stderr.strip()[-800:]}")
     docker_host = started.stdout.strip().splitlines()[-1].split("=", 1)[1]
     try:
-        built = _run(["bash", str(REPO / "scripts" / "build-standin-image.sh"), str(CACHE / "standin-image")],
+        built = _run(["bash", str(REPO / "scripts" / "build-standin-image.sh"), str(CACHE / "docker-images")],
                      timeout=900, env={"DOCKER_HOST": docker_host})
         if built.returncode != 0:
             missing_prerequisite(f"scripts/build-standin-image.sh failed: {built.stderr.strip()[-800:]}")

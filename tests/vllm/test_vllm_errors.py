@@ -142,3 +142,20 @@ def test_pull_progress_drives_a_console_bar():
     progress = Progress(out)
     docker_runtime.follow_pull(PULL_EVENTS, progress.task("image x", unit="B"), "x")
     assert "100.0%" in out.getvalue() and "1.5 KB/1.5 KB" in out.getvalue()
+
+
+def test_exit_reason_from_container_state():
+    assert docker_runtime.exit_reason({"Status": "running", "ExitCode": 0}) is None
+    assert docker_runtime.exit_reason({"Status": "exited", "ExitCode": 1, "OOMKilled": False}) == \
+        "exited with code 1 before it was ready"
+    assert "exited with code 137 (OOMKilled" in docker_runtime.exit_reason(
+        {"Status": "exited", "ExitCode": 137, "OOMKilled": True})
+
+
+def test_unreachable_docker_is_unavailable_in_one_line(session_for, tmp_path):
+    session = session_for(docker_host=f"unix://{tmp_path}/no-docker.sock", port=1)
+    found = session.detect("vllm")
+    assert not found.installed and not found.reachable
+    assert "Docker is not reachable" in found.detail and "\n" not in found.detail
+    with pytest.raises(EngineUnavailableError, match="Docker is not reachable"):
+        session.pull(session.resolve("vllm:org/m"))

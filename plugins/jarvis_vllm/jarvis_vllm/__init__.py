@@ -8,6 +8,7 @@ Heavy dependencies (docker, huggingface_hub, httpx) are imported inside the func
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from typing import TYPE_CHECKING, Callable
 
 from jarvis_core.engine import (
@@ -145,7 +146,7 @@ def pull(ctx: EngineContext, model: ModelRef) -> Availability | None:
         from . import docker_runtime
 
         client = docker_runtime.connect(settings.docker_host)
-        with client:
+        with closing(client):
             if not docker_runtime.image_present(client, settings.image_ref):
                 docker_runtime.pull_image(client, settings.image_ref, ctx.progress)
     check = _check(settings, model)

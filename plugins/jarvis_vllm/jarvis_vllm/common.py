@@ -177,7 +177,7 @@ _LOG_HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
      "engines.vllm.gpu_memory_utilization"),
     (re.compile(r"CUDA out of memory|OutOfMemoryError", re.I),
      "out of GPU memory: lower engines.vllm.gpu_memory_utilization or max_model_len, or use a smaller model"),
-    (re.compile(r"max_model_len|KV cache .*(is|are) (needed|required)|larger than the maximum number of tokens", re.I),
+    (re.compile(r"max seq len|estimated maximum model length|larger than the maximum number of tokens", re.I),
      "the context does not fit: set a smaller max_model_len for this model in config.yaml"),
     (re.compile(r"LocalEntryNotFoundError|offline mode is enabled|Cannot find .*in the cached files", re.I),
      "the model is not (completely) in the Hugging Face cache: run with --force-download"),
@@ -195,9 +195,11 @@ _LOG_HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
 
 
 def log_hint(log_text: str) -> str | None:
-    for pattern, hint in _LOG_HINTS:
-        if pattern.search(log_text):
-            return hint
+    """The fix for the last recognised failure in the log (later lines win: they are nearer the exit)."""
+    for line in reversed(log_text.splitlines()):
+        for pattern, hint in _LOG_HINTS:
+            if pattern.search(line):
+                return hint
     return None
 
 

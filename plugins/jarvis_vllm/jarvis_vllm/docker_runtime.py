@@ -7,6 +7,7 @@ with the configured name but without them belongs to someone else and is never t
 from __future__ import annotations
 
 import shlex
+from contextlib import closing
 import time
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -93,7 +94,7 @@ def detect(ctx: EngineContext, settings: VllmSettings) -> Detection:
     except EngineUnavailableError as exc:
         notes.append(str(exc))
     else:
-        with client:
+        with closing(client):
             ref = settings.image_ref
             if image_present(client, ref):
                 detection.installed = True
@@ -363,13 +364,10 @@ def _wait(ctx: EngineContext, settings: VllmSettings, container: Container, laun
         except NotFound:
             exit_info["reason"] = "disappeared (removed by someone else?)"
             return exit_info["reason"]
-        state = container.attrs.get("State") or {}
-        if state.get("Status") in ("exited", "dead"):
-            code = state.get("ExitCode")
-            oom = " (OOMKilled: out of memory)" if state.get("OOMKilled") else ""
-            exit_info["reason"] = f"exited with code {code}{oom} before it was ready"
-            return exit_info["reason"]
-        return None
+        reason = exit_reason(container.attrs.get("State") or {})
+        if reason is not None:
+            exit_info["reason"] = reason
+        return reason
 
     def last_line() -> str:
         return _logs(container, 1).strip()
@@ -389,6 +387,14 @@ def _wait(ctx: EngineContext, settings: VllmSettings, container: Container, laun
         message = common.failure_message(what, reason, text, secrets=settings.secrets(), log_file=log_file,
                                          command=command)
         raise type(exc)(message, engine=ENGINE) from None
+
+
+def exit_reason(state: dict[str, Any]) -> str | None:
+    """None while the container runs; else how it ended (exit code, OOM kill), from `attrs["State"]`."""
+    if state.get("Status") not in ("exited", "dead"):
+        return None
+    oom = " (OOMKilled: the container ran out of memory)" if state.get("OOMKilled") else ""
+    return f"exited with code {state.get('ExitCode')}{oom} before it was ready"
 
 
 def _logs(container: Container, lines: int) -> str:
@@ -424,7 +430,7 @@ def stop_record(ctx: EngineContext, record: dict[str, Any], stop_timeout: float)
         client = connect(record.get("docker_host"))
     except EngineUnavailableError as exc:
         return [], [f"container {name}"], f"kept its record: {exc}"
-    with client:
+    with closing(client):
         try:
             container = client.containers.get(record.get("container_id") or name)
         except NotFound:
