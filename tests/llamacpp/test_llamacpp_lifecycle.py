@@ -201,3 +201,18 @@ def test_stop_never_ends_a_process_it_did_not_start(fake):
     finally:
         other.kill()
         other.wait()
+
+
+def test_logs_one_per_server_kept_only_when_it_failed(fake, tmp_path):
+    fake.start(fake.resolve("lc_tiny"))
+    [record] = fake.state.records("llamacpp")
+    log = tmp_path / "state" / "logs" / f"llamacpp-{record['port']}.log"
+    assert record["log"] == str(log)
+    assert log.read_text().startswith("# jarvis started: ") and "serving tiny" in log.read_text()
+    fake.stop("llamacpp")
+    assert not log.exists()  # a server that ran and was stopped leaves no log behind
+    (tmp_path / "models" / "broken.gguf").write_text("nope")
+    with pytest.raises(EngineError) as caught:
+        fake.start(fake.resolve("lc_broken"))
+    kept = list((tmp_path / "state" / "logs").glob("llamacpp-*.log"))
+    assert len(kept) == 1 and str(kept[0]) in str(caught.value)

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 ENGINE = "llamacpp"
 KIND = "process"
-LOG_NAME = "llamacpp-server.log"
 PORT_CLOSE_TIMEOUT = 10.0
 
 _clients: dict[str, httpx.Client] = {}
@@ -128,7 +127,7 @@ def start(ctx: EngineContext, name: str) -> StartResult:
     port = processes.free_port(settings.host)
     address = f"http://{settings.host}:{port}"
     cmd = server_command(settings, file, name, port)
-    log = ctx.state.log_path(LOG_NAME)
+    log = ctx.state.log_path(f"llamacpp-{port}.log")  # one per server: runs side by side never share a log
     log.write_text(f"# jarvis started: {shlex.join(cmd)}\n", encoding="utf-8")
     proc = processes.spawn(cmd, log_path=log)
     _popens[proc.pid] = proc
@@ -155,10 +154,10 @@ def start(ctx: EngineContext, name: str) -> StartResult:
         waited = processes.wait_until_ready(lambda: answers(record), timeout=ctx.config.timeouts.start, what=what,
                                             alive=alive, on_wait=on_wait)
     except EngineError as exc:
-        _end(ctx, record)
+        _end(ctx, record, keep_log=True)
         raise type(exc)(f"{exc}\nLast lines of {log}:\n{processes.tail(log, 12)}", engine=ENGINE) from None
     except BaseException:  # Ctrl-C while loading: leave nothing behind
-        _end(ctx, record)
+        _end(ctx, record, keep_log=True)
         raise
     return StartResult(address=address, started=True, version=runtime.version,
                        detail=f"llama-cpp-python {runtime.version or '?'} serving {file.name} "
@@ -168,12 +167,15 @@ def start(ctx: EngineContext, name: str) -> StartResult:
 # --- stop -----------------------------------------------------------------------------------------------------------
 
 
-def _end(ctx: EngineContext, record: dict[str, Any], timeout: float | None = None) -> tuple[bool, bool]:
-    """End one recorded server and drop its record; returns (it was running, its port is closed)."""
+def _end(ctx: EngineContext, record: dict[str, Any], *, keep_log: bool = False) -> tuple[bool, bool]:
+    """End one recorded server and drop its record; returns (it was running, its port is closed).
+
+    The log of a server that ran and was ended goes too; the log of one that failed stays, for the user to read.
+    """
     from jarvis_core import processes
 
-    timeout = ctx.config.timeouts.stop if timeout is None else timeout
-    was_running = processes.end_tree(record.get("pid", -1), record.get("create_time"), timeout=timeout)
+    was_running = processes.end_tree(record.get("pid", -1), record.get("create_time"),
+                                     timeout=ctx.config.timeouts.stop)
     proc = _popens.pop(record.get("pid", -1), None)
     if proc is not None:
         try:
@@ -191,6 +193,9 @@ def _end(ctx: EngineContext, record: dict[str, Any], timeout: float | None = Non
                 break
             time.sleep(0.05)
     ctx.state.remove(record["id"])
+    log = Path(record.get("log") or "")
+    if was_running and closed and not keep_log and log.parent == ctx.state.logs_dir and log.name.endswith(".log"):
+        log.unlink(missing_ok=True)
     return was_running, closed
 
 
