@@ -51,6 +51,7 @@ def test_detect_installed_but_down(session_for, fake_ollama):
     detection = session.detect("ollama")
     assert detection.installed and not detection.reachable
     assert "starts one when needed" in detection.detail
+    assert detection.version == "0.12.3" and "version 0.12.3" in detection.detail  # `ollama --version`
     assert session.state.records() == []  # nothing started
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 import zlib
 
 import pytest
@@ -99,7 +100,10 @@ def test_configured_num_ctx_and_keep_alive(session_for, standin, ref):
     session = session_for(port=server.port, num_ctx=1024, keep_alive=0)
     result = session.infer(ref(session, "qwen2.5:0.5b"), ChatRequest(messages=FRANCE))
     assert result.ok
-    assert server.loaded == []  # keep_alive 0: unloaded right after the answer
+    deadline = time.monotonic() + 5  # keep_alive 0: unloaded right after the answer (just after it was sent)
+    while server.loaded and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.loaded == []
     body = client.chat_body("m", ChatRequest(messages=FRANCE), keep_alive=0, num_ctx=1024)
     assert body["options"] == {"num_ctx": 1024} and body["keep_alive"] == 0
 

@@ -54,6 +54,7 @@ def detect(ctx: EngineContext) -> Detection | None:
     found = server.server_version(settings.url)
     ours = found is not None and bool(server.running_records(ctx, settings.url, any_run=True))
     loaded = server.loaded_models(settings.url) if found is not None else None
+    program = None
     if found is not None:
         detail = f"Ollama {found} answers at {settings.url}" + ("; started by Jarvis" if ours else "")
         detail += f"; program: {exe}" if exe else "; no ollama program on this machine (a remote server?)"
@@ -62,10 +63,12 @@ def detect(ctx: EngineContext) -> Detection | None:
         if holder is not None:
             detail = server.port_taken_message(settings, holder)
         elif exe:
-            detail = f"installed at {exe}; no server at {settings.url} yet (Jarvis starts one when needed)"
+            program = server.program_version(exe, settings)
+            detail = (f"installed at {exe}" + (f" (version {program})" if program else "") +
+                      f"; no server at {settings.url} yet (Jarvis starts one when needed)")
         else:
             detail = server.not_installed_message(settings)
-    return Detection(engine=ENGINE, installed=exe is not None, reachable=found is not None, version=found,
+    return Detection(engine=ENGINE, installed=exe is not None, reachable=found is not None, version=found or program,
                      address=settings.url, detail=detail, started_by_jarvis=ours, loaded_models=loaded)
 
 

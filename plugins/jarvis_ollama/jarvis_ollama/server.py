@@ -67,6 +67,21 @@ def find_executable(settings: OllamaSettings) -> str | None:
     return None
 
 
+def program_version(exe: str, settings: OllamaSettings, timeout: float = 5.0) -> str | None:
+    """The version the `ollama` program itself reports (`ollama --version`, which prints "client version is X" when no
+    server answers). Starts no server; None when it cannot tell."""
+    import subprocess
+
+    env = {**os.environ, "OLLAMA_HOST": settings.serve_host}
+    try:
+        done = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=timeout, env=env,
+                              stdin=subprocess.DEVNULL, errors="replace")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.findall(r"version is\s+v?(\d[\w.+-]*)", done.stdout + done.stderr)
+    return found[-1] if found else None
+
+
 def not_installed_message(settings: OllamaSettings) -> str:
     if settings.executable != "ollama":
         return (f"The ollama program '{settings.executable}' (engines.ollama.executable) does not exist or is not "
