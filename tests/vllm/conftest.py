@@ -12,11 +12,11 @@ Every test is checked afterwards: no process it started and no container labelle
 from __future__ import annotations
 
 import os
-from contextlib import closing
 import stat
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -32,16 +32,11 @@ except ImportError:  # not pip-installed: test it from the source tree
     sys.path.insert(0, str(REPO / "plugins" / "jarvis_vllm"))
     import jarvis_vllm
 
+from vllm_helpers import CACHE, missing_prerequisite  # noqa: E402
+
 STANDIN = REPO / "tests" / "standins" / "openai_server.py"
-CACHE = REPO / ".cache"
 DOCKER_DIR = CACHE / "docker-vllm-tests"
 STANDIN_IMAGE = "local/vllm-standin:test"
-
-
-def missing_prerequisite(why: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{why} (under CI=true a missing prerequisite fails instead of skipping)")
-    pytest.skip(why)
 
 
 # --- nothing Jarvis started survives a test --------------------------------------------------------------------------

@@ -4,8 +4,8 @@ a local image whose entrypoint is the OpenAI stand-in mimicking `vllm serve` (bu
 from __future__ import annotations
 
 import socket
-from contextlib import closing
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest

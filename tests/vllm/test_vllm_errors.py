@@ -70,6 +70,7 @@ def test_other_docker_errors_are_redacted():
     ("vllm: error: unrecognized arguments: serve", "entrypoint"),
     ("api_server.py: error: unrecognized arguments: --bogus", "extra_args"),
     ("RuntimeError: Failed to infer device type", "GPU"),
+    ('zmq.error.ZMQError: ipc path "/tmp/x" is longer than 107 characters (sizeof(sockaddr_un.sun_path)).', "TMPDIR"),
 ])
 def test_log_hints(log, hint):
     assert hint in common.log_hint(log)

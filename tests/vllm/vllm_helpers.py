@@ -5,6 +5,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = REPO / ".cache"
+
+
+def missing_prerequisite(why: str) -> None:
+    """Skip with the reason; under CI=true, fail instead."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{why} (under CI=true a missing prerequisite fails instead of skipping)")
+    pytest.skip(why)
+
 
 def make_repo(hub: Path, repo_id: str, files: dict[str, bytes], *, revision: str = "a" * 40,
               incomplete: tuple[str, ...] = (), symlinks: bool = True) -> Path:

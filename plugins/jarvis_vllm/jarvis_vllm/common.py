@@ -183,6 +183,8 @@ _LOG_HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
      "the model is not (completely) in the Hugging Face cache: run with --force-download"),
     (re.compile(r"GatedRepoError|401 Client Error|Access to model .* is restricted", re.I),
      "the model is gated: set HF_TOKEN to a token that has access"),
+    (re.compile(r"ipc path .* is longer than", re.I),
+     "vLLM's IPC socket path is too long: give it a shorter TMPDIR (engines.vllm.environment)"),
     (re.compile(r"address already in use", re.I),
      "the port is taken: stop what holds it or set engines.vllm.port"),
     (re.compile(r"unrecognized arguments: serve", re.I),

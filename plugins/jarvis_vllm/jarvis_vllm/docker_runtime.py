@@ -7,8 +7,8 @@ with the configured name but without them belongs to someone else and is never t
 from __future__ import annotations
 
 import shlex
-from contextlib import closing
 import time
+from contextlib import closing
 from typing import TYPE_CHECKING, Any, Iterable
 
 from jarvis_core.engine import Detection, StartResult
