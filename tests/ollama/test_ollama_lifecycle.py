@@ -420,3 +420,19 @@ def test_another_runs_server_is_left_to_it(ollama, fake_ollama, on_disk, port, t
         assert run.detect("ollama").reachable and run.detect("ollama").started_by_jarvis
     finally:
         assert any("ollama serve" in s for s in loadout.stop("ollama").stopped)
+
+
+def test_a_model_loaded_by_infer_alone_is_recorded_and_unloaded(session_for, standin, ref):
+    """With #warmup=0 the first test request loads the model: it is recorded all the same, so stop unloads it."""
+    server = standin()
+    session = session_for(port=server.port)
+    model = ref(session, "qwen2.5:0.5b")
+    for _ in range(3):
+        assert session.infer(model, ChatRequest(messages=FRANCE)).ok
+    assert [r["model"] for r in model_records(session)] == ["qwen2.5:0.5b"]
+    assert len([e for e in server.emissions if e.path == "/api/ps"]) == 1  # checked once, not per request
+    result = session.stop("ollama")
+    assert result.stopped == [f"unloaded qwen2.5:0.5b at {server.url}"] and server.loaded == []
+    # after a stop, the next first use is checked again
+    assert session.infer(model, ChatRequest(messages=FRANCE)).ok
+    assert len(model_records(session)) == 1

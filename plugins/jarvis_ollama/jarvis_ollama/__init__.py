@@ -172,6 +172,10 @@ def infer(ctx: EngineContext, model: ModelRef, request: ChatRequest) -> InferRes
     keep_alive = normalize_keep_alive(request.keep_alive) if request.keep_alive is not None \
         else loading.keep_alive_for(ctx)
     with client.client_for(settings.url, timeout=request.timeout) as http:
+        try:
+            loading.note_first_use(ctx, http, model.name)
+        except OSError:  # the state file could not be written: measuring goes on, and stop cannot unload it
+            pass
         return client.chat(http, model.name, request, keep_alive=keep_alive, num_ctx=settings.num_ctx)
 
 

@@ -16,10 +16,11 @@ from jarvis_core.engine import ChatRequest, Message, WarmupResult
 from jarvis_core.errors import EngineError, EngineTimeoutError, EngineUnavailableError, ModelMissingError
 
 from .client import OllamaAPIError, chat, client_for, find, load, options_for, ps, unload, version
-from .names import same_model
+from .names import canonical, same_model
 from .settings import normalize_keep_alive
 
 if TYPE_CHECKING:
+    import httpx
     from jarvis_core.engine import EngineContext
     from jarvis_core.modelid import ModelRef
 
@@ -45,6 +46,34 @@ def _recorded(ctx: EngineContext, name: str, url: str) -> bool:
     return any(r.get("address") == url and same_model(r["model"], name) for r in model_records(ctx))
 
 
+# (state file, run, address, model) already checked by `note_first_use`: one /api/ps per model, not per request.
+_checked: set[tuple[str, str, str, str]] = set()
+
+
+def note_first_use(ctx: EngineContext, client: httpx.Client, name: str) -> None:
+    """Before the first request for a model that was not warmed up: if Ollama has not loaded it yet, this request
+    loads it, so record it (as warmup would), for `stop` to unload it. Done before the clock starts."""
+    import httpx
+
+    url = ctx.settings.url
+    key = (str(ctx.state.path), ctx.run_id, url, canonical(name))
+    if key in _checked:
+        return
+    _checked.add(key)
+    if _recorded(ctx, name, url):
+        return
+    try:
+        if find(ps(client), name) is not None:
+            return
+    except (httpx.HTTPError, OllamaAPIError):
+        return
+    ctx.state.add(ENGINE, "model", run_id=ctx.run_id, model=name, address=url)
+
+
+def forget_checks(url: str) -> None:
+    _checked.difference_update({k for k in _checked if k[2] == url})
+
+
 def warmup(ctx: EngineContext, model: ModelRef) -> WarmupResult:
     import httpx
 
@@ -64,6 +93,7 @@ def warmup(ctx: EngineContext, model: ModelRef) -> WarmupResult:
         record = None
         if not loaded_before and not _recorded(ctx, name, url):
             record = ctx.state.add(ENGINE, "model", run_id=ctx.run_id, model=name, address=url)
+        _checked.add((str(ctx.state.path), ctx.run_id, url, canonical(name)))
         t0 = time.perf_counter()
         try:
             reply = load(client, name, keep_alive=keep_alive, options=options_for(None, settings.num_ctx),
@@ -116,7 +146,9 @@ def unload_recorded(ctx: EngineContext) -> tuple[list[str], list[str], bool | No
     for record in model_records(ctx):
         by_address[str(record.get("address") or ctx.settings.url)].append(record)
     deadline_s = ctx.config.timeouts.stop
+    forget_checks(ctx.settings.url)
     for url, records in by_address.items():
+        forget_checks(url)
         with client_for(url, timeout=min(deadline_s, 30.0)) as client:
             if version(client) is None:  # the server is gone, and its models with it
                 for record in records:
