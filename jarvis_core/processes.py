@@ -44,10 +44,19 @@ def create_time(pid: int) -> float | None:
         return None
 
 
+#: How far two create_time readings of one process may differ. psutil derives create_time from the boot time,
+#: which moves when the system clock is stepped (NTP); a PID reused within a second is not a practical risk.
+CREATE_TIME_TOLERANCE = 1.0
+
+
+def same_create_time(a: float | None, b: float | None) -> bool:
+    return a is not None and b is not None and abs(a - b) <= CREATE_TIME_TOLERANCE
+
+
 def _same_process(pid: int, created: float | None) -> psutil.Process | None:
     try:
         proc = psutil.Process(pid)
-        if created is not None and abs(proc.create_time() - created) > 0.05:
+        if created is not None and not same_create_time(proc.create_time(), created):
             return None  # the PID was reused: not ours
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
@@ -155,6 +164,16 @@ def process_name(pid: int | None) -> str | None:
         return " ".join(psutil.Process(pid).cmdline()[:3]) or psutil.Process(pid).name()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
+
+
+def wait_port_closed(host: str, port: int, timeout: float = 10.0) -> bool:
+    """Poll until nothing accepts connections on host:port; False if it is still open after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while port_open(host, port, timeout=0.2):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -55,7 +55,8 @@ class Runner:
 
     def run(self, setups: list[Setup], argv: list[str] | None = None) -> list[SummaryRow]:
         self._writer = ResultsWriter(self.results_path)
-        self._write({"type": "run", **environment(self.session, self.suite, argv)})
+        self._write({"type": "run", **environment(self.session, self.suite, argv),
+                     "selected_setups": [s.name for s in setups], "repeat": self.repeat, "resumed": bool(self.done)})
         try:
             for index, setup in enumerate(setups):
                 self._run_setup(setup)
@@ -134,15 +135,20 @@ class Runner:
             return
         cold_pending = warmups == 0
         capabilities = entry.capabilities if entry.capabilities is not None else availability.capabilities
-        for index, test in enumerate(todo):
+        runnable = []
+        for test in todo:
             missing_caps = [c for c in test.requires if capabilities is not None and c not in capabilities]
             if missing_caps or (test.requires and capabilities is None):
                 reason = (f"{label} lacks {', '.join(missing_caps)}" if missing_caps else
                           f"the engine does not say whether {label} supports {', '.join(test.requires)}; "
                           f"declare it in the setup: {{id: {entry.id}, capabilities: [{', '.join(test.requires)}]}}")
                 self._cells(setup, label, ref.engine, [test], "skipped", reason)
-                continue
-            for rep in range(1, repetitions + 1):
+            else:
+                runnable.append(test)
+        # Repetitions go round the tests, so no prompt follows itself: engines reuse the cached prefix of the
+        # previous prompt (llama.cpp always does), which would make every repetition after the first look faster.
+        for rep in range(1, repetitions + 1):
+            for test in runnable:
                 if (setup.name, label, test.id, rep) in self.done:
                     continue
                 result = self.session.infer(ref, self._request(test, ref))
@@ -152,7 +158,7 @@ class Runner:
                     reason = f"engine stopped responding: {result.error}"
                     self.say(f"  {reason}")
                     self._active.pop(ref.engine, None)
-                    self._cells(setup, label, ref.engine, todo[index + 1:], "error", reason)
+                    self._cells(setup, label, ref.engine, runnable, "error", reason)
                     return
 
     # --- requests and samples ----------------------------------------------------------------------------------

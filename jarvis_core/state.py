@@ -17,9 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import psutil
+
+from .processes import same_create_time
+
 
 def _create_time(pid: Any) -> float | None:
-    import psutil
 
     try:
         return psutil.Process(int(pid)).create_time()
@@ -80,8 +83,7 @@ class StateStore:
             run_id = record.get("run_id", "")
             if run_id.startswith(persistent_prefix):
                 continue
-            created = _create_time(record.get("owner_pid"))
-            if created is None or abs(created - (record.get("owner_create_time") or 0)) > 0.05:
+            if not same_create_time(_create_time(record.get("owner_pid")), record.get("owner_create_time")):
                 orphaned.add(run_id)
         return orphaned
 
