@@ -23,21 +23,30 @@ def make_client(base_url: str = "", *, timeout: float = 300.0, connect_timeout: 
                         headers={"Accept-Encoding": "identity", **(headers or {})})
 
 
-def stamped_lines(response: httpx.Response) -> Iterator[tuple[int, bytes]]:
-    """Yield `(arrival_ns, line)` for each line of a streamed body, without its line ending."""
-    clock = time.perf_counter_ns
-    pending = b""
-    for data in response.iter_raw():
-        arrived = clock()
-        if b"\n" not in data:
-            pending += data
-            continue
-        lines = (pending + data).split(b"\n")
-        pending = lines.pop()
-        for line in lines:
-            yield arrived, line.rstrip(b"\r")
-    if pending:
-        yield clock(), pending.rstrip(b"\r")
+class stamped_lines:  # noqa: N801 - used like a generator function
+    """Iterate `(arrival_ns, line)` over a streamed body, each line without its line ending, stamped with the
+    network read that completed it. `first_byte` holds the stamp of the very first read, once there was one."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.first_byte: int | None = None
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        clock = time.perf_counter_ns
+        pending = b""
+        for data in self._response.iter_raw():
+            arrived = clock()
+            if self.first_byte is None:
+                self.first_byte = arrived
+            if b"\n" not in data:
+                pending += data
+                continue
+            lines = (pending + data).split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                yield arrived, line.rstrip(b"\r")
+        if pending:
+            yield clock(), pending.rstrip(b"\r")
 
 
 def error_message(status: int, body: bytes) -> str:

@@ -97,9 +97,10 @@ def _read_whole(response: httpx.Response, result: InferResult) -> None:
 def _read_sse(response: httpx.Response, result: InferResult) -> None:
     pieces: list[str] = []
     done = False
-    for arrived, line in stamped_lines(response):
+    lines = stamped_lines(response)
+    for arrived, line in lines:
         if result.t_first_byte is None:
-            result.t_first_byte = arrived
+            result.t_first_byte = lines.first_byte
         if not line.startswith(b"data:"):
             continue  # blank separators, `: ping` comments, `event:`/`id:` fields
         payload = line[5:].strip()

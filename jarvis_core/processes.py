@@ -77,7 +77,7 @@ def end_tree(pid: int, created: float | None, *, timeout: float = 10.0) -> bool:
     """
     root = _same_process(pid, created)
     if root is None:
-        return False
+        return _end_orphans(pid, created)
     try:
         tree = root.children(recursive=True)  # snapshot first: a dead parent hides its children
     except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -98,6 +98,33 @@ def end_tree(pid: int, created: float | None, *, timeout: float = 10.0) -> bool:
         except (ProcessLookupError, PermissionError):
             pass
     return True
+
+
+def _end_orphans(pid: int, created: float | None) -> bool:
+    """The root died (a crash): end what is left of its process group — processes in the group it led, born after
+    it — so that, say, a crashed server's model runners do not keep holding memory. POSIX only: on Windows orphans
+    are found by their recorded parent PID, which psutil keeps (`ppid`)."""
+    if created is None:
+        return False
+    orphans = []
+    for proc in psutil.process_iter(["pid", "ppid", "create_time"]):
+        try:
+            if proc.info["create_time"] < created - CREATE_TIME_TOLERANCE:
+                continue
+            if IS_WINDOWS:
+                mine = proc.info["ppid"] == pid
+            else:
+                mine = os.getpgid(proc.pid) == pid and proc.pid != pid
+            if mine and proc.status() != psutil.STATUS_ZOMBIE:
+                orphans.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+            continue
+    for proc in orphans:
+        _quietly(proc.terminate)
+    _, alive = psutil.wait_procs(orphans, timeout=5.0)
+    for proc in alive:
+        _quietly(proc.kill)
+    return bool(orphans)
 
 
 def _process_group(pid: int) -> int | None:

@@ -23,9 +23,10 @@ from .processes import same_create_time
 
 
 def _create_time(pid: Any) -> float | None:
-
+    """create_time of a live process; None when it is gone (a zombie, never reaped, counts as gone)."""
     try:
-        return psutil.Process(int(pid)).create_time()
+        proc = psutil.Process(int(pid))
+        return None if proc.status() == psutil.STATUS_ZOMBIE else proc.create_time()
     except (psutil.Error, TypeError, ValueError):
         return None
 
@@ -55,10 +56,13 @@ class StateStore:
     def scoped(self, run_ids: set[str]) -> StateStore:
         return StateStore(self.dir, run_ids=set(run_ids))
 
-    def records(self, engine: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
+    def records(self, engine: str | None = None, kind: str | None = None, *,
+                any_run: bool = False) -> list[dict[str, Any]]:
+        """The records in scope; `any_run=True` also shows other runs' (to tell "another Jarvis run started it"
+        from "Jarvis did not start it"), which a plugin must still leave alone."""
         return [r for r in self._read() if (engine is None or r.get("engine") == engine)
                 and (kind is None or r.get("kind") == kind)
-                and (self.run_ids is None or r.get("run_id") in self.run_ids)]
+                and (any_run or self.run_ids is None or r.get("run_id") in self.run_ids)]
 
     def add(self, engine: str, kind: str, *, run_id: str = "", **fields: Any) -> dict[str, Any]:
         """Record something Jarvis started. The record also names the Jarvis process that started it, so a later
