@@ -54,8 +54,10 @@ def detect(ctx: EngineContext) -> Detection | None:
     found = Detection(engine=ENGINE, installed=runtime.installed, reachable=False, version=runtime.version,
                       detail=f"llama-cpp-python {runtime.version} for {runtime.python}" if runtime.installed
                       else not_installed_message(runtime.python, runtime.problem))
+    found.loaded_models = {}  # llama.cpp serves one model per server; only the servers Jarvis started are known
     for record in server.running_records(ctx):
         if server.answers(record):
+            found.loaded_models[record["alias"]] = None
             found.reachable = found.started_by_jarvis = True
             found.address = record["address"]
             found.version = found.version or record.get("version")

@@ -253,9 +253,10 @@ def _take_final(event: dict[str, Any], result: InferResult) -> None:
 def _read_stream(response: httpx.Response, result: InferResult, deadline: int) -> None:
     pieces: list[str] = []
     done = False
-    for arrived, line in stamped_lines(response):
+    lines = stamped_lines(response)
+    for arrived, line in lines:
         if result.t_first_byte is None:
-            result.t_first_byte = arrived
+            result.t_first_byte = lines.first_byte
         if not line.strip():
             continue
         try:
