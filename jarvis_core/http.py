@@ -49,6 +49,18 @@ class stamped_lines:  # noqa: N801 - used like a generator function
             yield clock(), pending.rstrip(b"\r")
 
 
+def read_stamped(response: httpx.Response) -> tuple[bytes, int | None, int]:
+    """A whole (non-streamed) body with the stamps of its first byte and of its end: `(body, first_byte, end)`."""
+    clock = time.perf_counter_ns
+    chunks = []
+    first = None
+    for data in response.iter_raw():
+        if first is None:
+            first = clock()
+        chunks.append(data)
+    return b"".join(chunks), first, clock()
+
+
 def error_message(status: int, body: bytes) -> str:
     """One line from an engine's error response: OpenAI/vLLM nested or flat shapes, Ollama's, or raw text."""
     import json

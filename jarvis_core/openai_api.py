@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .engine import ChatRequest, InferResult, Message
-from .http import error_message, stamped_lines
+from .http import error_message, read_stamped, stamped_lines
 
 if TYPE_CHECKING:
     import httpx
@@ -77,19 +77,15 @@ def chat(client: httpx.Client, model: str, request: ChatRequest, *, path: str = 
 
 
 def _read_whole(response: httpx.Response, result: InferResult) -> None:
-    chunks = []
-    for data in response.iter_raw():
-        if result.t_first_byte is None:
-            result.t_first_byte = time.perf_counter_ns()
-        chunks.append(data)
-    result.t_last_token = result.t_end = time.perf_counter_ns()
+    body, result.t_first_byte, result.t_end = read_stamped(response)
+    result.t_last_token = result.t_end
     try:
-        payload = json.loads(b"".join(chunks))
+        payload = json.loads(body)
         choice = payload["choices"][0]
         result.text = (choice.get("message") or {}).get("content") or choice.get("text") or ""
         result.finish_reason = choice.get("finish_reason")
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        result.error = f"unreadable answer from the engine: {b''.join(chunks)[:200]!r}"
+        result.error = f"unreadable answer from the engine: {body[:200]!r}"
         return
     _take_usage(payload.get("usage"), result)
 

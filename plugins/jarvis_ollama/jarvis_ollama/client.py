@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from jarvis_core.engine import ChatRequest, InferResult, Message
-from jarvis_core.http import error_message, stamped_lines
+from jarvis_core.http import error_message, read_stamped, stamped_lines
 
 from .names import same_model
 
@@ -296,13 +296,8 @@ def _read_stream(response: httpx.Response, result: InferResult, deadline: int) -
 
 
 def _read_whole(response: httpx.Response, result: InferResult) -> None:
-    chunks = []
-    for data in response.iter_raw():
-        if result.t_first_byte is None:
-            result.t_first_byte = time.perf_counter_ns()
-        chunks.append(data)
-    result.t_last_token = result.t_end = time.perf_counter_ns()
-    raw = b"".join(chunks)
+    raw, result.t_first_byte, result.t_end = read_stamped(response)
+    result.t_last_token = result.t_end
     try:
         event = json.loads(raw)
         if not isinstance(event, dict):
