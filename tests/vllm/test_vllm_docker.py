@@ -15,6 +15,7 @@ from jarvis_core.errors import EngineError, EngineUnavailableError
 from jarvis_core.processes import free_port, port_open
 from jarvis_vllm import docker_runtime
 
+from vllm_fixtures import *  # noqa: F401,F403  (fixtures)
 from vllm_helpers import CONFIG, make_repo
 
 pytestmark = pytest.mark.integration

@@ -11,6 +11,8 @@ from jarvis_core.progress import Progress
 from jarvis_vllm import common, docker_runtime
 from jarvis_vllm.settings import VllmSettings
 
+from vllm_fixtures import *  # noqa: F401,F403  (fixtures)
+
 TOKEN = "hf_SeCrEt0123456789"
 
 

@@ -12,6 +12,7 @@ from jarvis_core.errors import ModelMissingError
 from jarvis_core.progress import Progress
 from jarvis_vllm import hfcache
 
+from vllm_fixtures import *  # noqa: F401,F403  (fixtures)
 from vllm_helpers import CONFIG, make_repo, sharded_index
 
 REPO_ID = "jarvis-test/tiny"

@@ -8,6 +8,7 @@ from jarvis_core.engine import ChatRequest, Message
 from jarvis_core.errors import EngineError
 from jarvis_vllm import WARMUP_PROMPT
 
+from vllm_fixtures import *  # noqa: F401,F403  (fixtures)
 from tests.standins.openai_server import OpenAIStandin, answer_for
 
 FRANCE = [Message("user", "What is the capital of France?")]

@@ -20,6 +20,7 @@ from jarvis_core.engine import ChatRequest, Message
 from jarvis_core.errors import EngineError
 from jarvis_core.processes import free_port, port_open
 
+from vllm_fixtures import *  # noqa: F401,F403  (fixtures)
 from vllm_helpers import CACHE, REPO, missing_prerequisite
 
 pytestmark = pytest.mark.integration

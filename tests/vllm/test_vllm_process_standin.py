@@ -15,6 +15,7 @@ from jarvis_core.engine import ChatRequest, Message
 from jarvis_core.errors import EngineError, EngineTimeoutError, EngineUnavailableError
 from jarvis_core.processes import free_port, port_open
 
+from vllm_fixtures import *  # noqa: F401,F403  (fixtures)
 from vllm_helpers import CONFIG, make_repo
 
 MODEL = "jarvis-test/tiny"

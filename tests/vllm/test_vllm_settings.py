@@ -14,6 +14,8 @@ from jarvis_core.errors import ConfigError
 from jarvis_vllm import docker_runtime, process_runtime
 from jarvis_vllm.settings import VllmSettings
 
+from vllm_fixtures import *  # noqa: F401,F403  (fixtures)
+
 TOKEN = "hf_SeCrEt0123456789"
 
 

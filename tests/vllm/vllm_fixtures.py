@@ -1,4 +1,7 @@
-"""Fixtures for the vLLM plugin's tests.
+"""Fixtures for the vLLM plugin's tests; each test module imports them with `from vllm_fixtures import *`.
+
+(Not a conftest.py: tests elsewhere import `conftest` by name at run time, and a conftest.py here would be the one
+they got.)
 
 Quick tests use real cache layouts built in tmp_path, the in-process OpenAI stand-in, and a fake `vllm` executable
 that runs the stand-in as a subprocess. Integration tests (`-m integration`) use a real Docker engine started by the
@@ -23,16 +26,13 @@ from typing import Any, Iterator
 import psutil
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-try:
-    import jarvis_vllm
-except ImportError:  # not pip-installed: test it from the source tree
-    sys.path.insert(0, str(REPO / "plugins" / "jarvis_vllm"))
-    import jarvis_vllm
+import jarvis_vllm
+from vllm_helpers import CACHE, REPO, missing_prerequisite
 
-from vllm_helpers import CACHE, missing_prerequisite  # noqa: E402
+if str(REPO) not in sys.path:  # for tests.standins
+    sys.path.insert(0, str(REPO))
+
+__all__ = ["nothing_survives", "vllm_plugin", "session_for", "fake_vllm", "docker_engine"]
 
 STANDIN = REPO / "tests" / "standins" / "openai_server.py"
 DOCKER_DIR = CACHE / "docker-vllm-tests"
