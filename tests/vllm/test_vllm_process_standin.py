@@ -206,3 +206,19 @@ def test_memory_estimate_is_the_reserved_share_of_the_gpu(session_for, hub, monk
     assert with_gpu.memory_setting == f"engines.vllm.models.{MODEL}.gpu_memory_utilization"
     other = session.is_available(session.resolve("vllm:org/absent"))
     assert other.memory_bytes == int(0.9 * 80 * 2**30) and other.memory_setting == "engines.vllm.gpu_memory_utilization"
+
+
+@pytest.mark.parametrize("after_stop_mib, released", [(1200, True), (60000, False)])
+def test_stop_confirms_the_gpu_memory_came_back(proc_session, monkeypatch, after_stop_mib, released):
+    from jarvis_core import gpu
+
+    used = [1000]
+    monkeypatch.setattr(gpu, "gpu_memory", lambda: [gpu.GpuMemory(0, "Fake GPU", used[0], 80 * 1024)])
+    session = proc_session(timeouts={"stop": 1.0})
+    session.start(session.resolve(f"vllm:{MODEL}"))
+    [record] = _process_records(session)
+    assert record["gpu_baseline_mib"] == 1000
+    used[0] = after_stop_mib
+    stopped = session.stop("vllm")
+    assert stopped.memory_released is released
+    assert ("GPU memory came back" if released else "GPU memory did not come back within 1 s") in stopped.detail

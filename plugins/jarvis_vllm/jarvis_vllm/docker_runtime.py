@@ -48,22 +48,17 @@ def is_ours(container: Container) -> bool:
 def connect(docker_host: str | None) -> docker.DockerClient:
     """A client for the daemon, checked with a ping. Raises EngineUnavailableError with the fix."""
     import docker
-    from docker.errors import DockerException
 
     where = docker_host or "the default Docker socket (DOCKER_HOST unset)"
     try:
         client = (docker.DockerClient(base_url=docker_host, timeout=API_TIMEOUT) if docker_host
                   else docker.from_env(timeout=API_TIMEOUT))
         client.ping()
-    except DockerException as exc:
+    except Exception as exc:  # DockerException, and requests' errors that ping() lets through unwrapped
         raise EngineUnavailableError(
-            f"Docker is not reachable at {where} ({_first_line(exc)}): start Docker (Docker Desktop, or "
+            f"Docker is not reachable at {where}: {_first_line(exc)}. Start Docker (Docker Desktop, or "
             f"`sudo systemctl start docker`), set DOCKER_HOST, or use engines.vllm.runtime: process.",
             engine=ENGINE) from None
-    except Exception as exc:  # requests' ConnectionError and friends surface unwrapped from ping()
-        raise EngineUnavailableError(
-            f"Docker is not reachable at {where} ({type(exc).__name__}: {_first_line(exc)}): start Docker or set "
-            f"DOCKER_HOST.", engine=ENGINE) from None
     return client
 
 
