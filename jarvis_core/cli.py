@@ -289,7 +289,10 @@ def loadout_status(name: str | None, config_path: str | None, as_json: bool) -> 
     """Each model (engine, present or MISSING, loaded, memory) and engine (running, started by Jarvis); starts nothing."""
     from .loadout import loadout_models, status
 
-    session = _loadout_session(config_path, name)
+    from .state import StateStore
+
+    # Unscoped: the plugins see what every run and loadout started, to say "started by Jarvis" truthfully.
+    session = _loadout_session(config_path, name, state=StateStore())
     models = loadout_models(session.config, name) if name else []
     state = status(session, name, models)
     if as_json:

@@ -59,14 +59,16 @@ def _from_nvidia_smi() -> list[GpuMemory] | None:
     return gpus or None
 
 
-def wait_for_release(baseline_used_mib: int, *, slack_mib: int = 512, timeout: float = 30.0) -> bool | None:
-    """Poll until GPU 0's used memory is back within `slack_mib` of `baseline_used_mib`. None when there is no GPU."""
+def wait_for_release(baseline_used_mib: int, *, index: int = 0, slack_mib: int = 512,
+                     timeout: float = 30.0) -> bool | None:
+    """Poll until GPU `index`'s used memory is back within `slack_mib` of `baseline_used_mib`.
+    None when there is no such GPU."""
     deadline = time.monotonic() + timeout
     while True:
-        gpus = gpu_memory()
-        if not gpus:
+        gpu = next((g for g in gpu_memory() or () if g.index == index), None)
+        if gpu is None:
             return None
-        if gpus[0].used_mib <= baseline_used_mib + slack_mib:
+        if gpu.used_mib <= baseline_used_mib + slack_mib:
             return True
         if time.monotonic() >= deadline:
             return False

@@ -86,7 +86,6 @@ def _gpu_json() -> list[dict[str, Any]] | None:
 def status(session: Session, name: str | None, model_ids: list[str]) -> LoadoutState:
     """What is there now; starts nothing."""
     state = LoadoutState(name)
-    everything = StateStore(session.state.dir)
     refs: list[ModelRef | None] = []
     for model_id in model_ids:
         try:
@@ -97,9 +96,7 @@ def status(session: Session, name: str | None, model_ids: list[str]) -> LoadoutS
     engines = sorted({r.engine for r in refs if r} | ({e for e in session.registry.engines} if name is None else set()))
     detections = {e: session.detect(e) for e in engines}
     for engine, d in detections.items():
-        ours = bool(everything.records(engine=engine))
-        state.engines.append(EngineState(engine, d.reachable, ours or d.started_by_jarvis, d.address, d.version,
-                                         d.detail))
+        state.engines.append(EngineState(engine, d.reachable, d.started_by_jarvis, d.address, d.version, d.detail))
     for model_id, ref in zip(model_ids, refs):
         if ref is None:
             continue

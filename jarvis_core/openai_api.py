@@ -144,19 +144,19 @@ def _take_usage(usage: Any, result: InferResult) -> None:
             result.prompt_tokens = usage["prompt_tokens"]
 
 
-def list_models(client: httpx.Client) -> list[dict[str, Any]]:
+def list_models(client: httpx.Client, timeout: float = 5.0) -> list[dict[str, Any]]:
     """`GET /v1/models` -> the `data` entries; raises httpx errors when the server is not (yet) there."""
-    response = client.get("/v1/models", timeout=5.0)
+    response = client.get("/v1/models", timeout=timeout)
     response.raise_for_status()
     data = response.json().get("data")
     return [m for m in data if isinstance(m, dict)] if isinstance(data, list) else []
 
 
-def serves(client: httpx.Client, served_name: str) -> bool:
+def serves(client: httpx.Client, served_name: str, timeout: float = 5.0) -> bool:
     """True when the server answers `/v1/models` and lists `served_name`: the readiness test for eager engines."""
     import httpx
 
     try:
-        return any(m.get("id") == served_name for m in list_models(client))
+        return any(m.get("id") == served_name for m in list_models(client, timeout))
     except (httpx.HTTPError, ValueError):
         return False

@@ -24,15 +24,16 @@ IS_WINDOWS = sys.platform == "win32"
 
 
 def spawn(cmd: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None = None,
-          cwd: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start `cmd` in its own process group with stdout and stderr appended to `log_path`."""
+          cwd: Path | None = None, append: bool = True) -> subprocess.Popen[bytes]:
+    """Start `cmd` in its own process group with stdout and stderr going to `log_path`: appended (a plugin may
+    write a header first), or into an emptied file with `append=False`, so a failure's tail is this start's."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     kwargs: dict = {}
     if IS_WINDOWS:
         kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # so CTRL_BREAK reaches only this tree
     else:
         kwargs["start_new_session"] = True  # its own process group: orphans of the tree stay findable
-    with open(log_path, "ab") as log:
+    with open(log_path, "ab" if append else "wb") as log:
         return subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=dict(env) if env is not None else None, cwd=cwd, **kwargs)
 

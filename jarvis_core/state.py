@@ -22,6 +22,10 @@ import psutil
 from .processes import same_create_time
 
 
+#: Keys every record has, set by `StateStore.add`; a plugin's own fields must use other names.
+RESERVED_KEYS = frozenset({"id", "engine", "kind", "run_id", "started_at", "owner_pid", "owner_create_time"})
+
+
 def _create_time(pid: Any) -> float | None:
     """create_time of a live process; None when it is gone (a zombie, never reaped, counts as gone)."""
     try:
@@ -67,6 +71,9 @@ class StateStore:
     def add(self, engine: str, kind: str, *, run_id: str = "", **fields: Any) -> dict[str, Any]:
         """Record something Jarvis started. The record also names the Jarvis process that started it, so a later
         run can tell the leftovers of a crashed run (owner gone) from the work of a live one."""
+        clash = RESERVED_KEYS & fields.keys()
+        if clash:
+            raise ValueError(f"state record fields {sorted(clash)} are reserved; use other names")
         if not run_id and self.run_ids is not None and len(self.run_ids) == 1:
             run_id = next(iter(self.run_ids))
         owner = os.getpid()

@@ -16,23 +16,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-try:
-    import jarvis_llamacpp
-except ImportError:  # not pip-installed: test it from the source tree
-    sys.path.insert(0, str(REPO / "plugins" / "jarvis_llamacpp"))
-    import jarvis_llamacpp
-from jarvis_llamacpp import runtime
-from jarvis_llamacpp.models import KNOWN_MODELS
+from llamacpp_helpers import HERE, REPO, SMOLLM2, missing_prerequisite, write_gguf  # noqa: E402,F401
 
-HERE = Path(__file__).resolve().parent
-SMOLLM2 = KNOWN_MODELS["smollm2-135m"]
-
-
-def missing_prerequisite(why: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{why} (under CI=true a missing prerequisite fails instead of skipping)")
-    pytest.skip(why)
+import jarvis_llamacpp  # noqa: E402
+from jarvis_llamacpp import runtime  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -94,13 +81,6 @@ def python_without_llamacpp(tmp_path: Path) -> str:
     script.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -S -I "$@"\n')
     script.chmod(0o755)
     return str(script)
-
-
-def write_gguf(path: Path, size: int = 4096) -> Path:
-    """A file that starts like a GGUF (enough for the stand-in; llama.cpp itself would refuse it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"GGUF" + b"\0" * (size - 4))
-    return path
 
 
 # --- integration prerequisites ---------------------------------------------------------------------------------------

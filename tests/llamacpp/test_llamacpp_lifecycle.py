@@ -14,7 +14,7 @@ from jarvis_core import ChatRequest, Message
 from jarvis_core.errors import EngineError, EngineTimeoutError, EngineUnavailableError, ModelMissingError
 from jarvis_core.processes import create_time, port_open
 
-from conftest import write_gguf
+from llamacpp_helpers import write_gguf
 
 FRANCE = [Message("user", "What is the capital of France?")]
 

@@ -13,7 +13,7 @@ from jarvis_llamacpp import models
 from jarvis_llamacpp.models import KnownModel, model_file
 from jarvis_llamacpp.settings import LlamaCppSettings
 
-from conftest import write_gguf
+from llamacpp_helpers import write_gguf
 
 
 @pytest.fixture

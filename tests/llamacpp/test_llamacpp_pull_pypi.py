@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import SMOLLM2, missing_prerequisite
+from llamacpp_helpers import SMOLLM2, missing_prerequisite
 
 pytestmark = pytest.mark.integration
 

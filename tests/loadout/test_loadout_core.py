@@ -19,7 +19,16 @@ from engines_fixture import EchoPlugin  # noqa: E402
 
 
 class SizedEcho(EchoPlugin):
-    """Echo engine whose models say they need 10 GiB of GPU memory each."""
+    """Echo engine whose models say they need 10 GiB of GPU memory each, and which says it was started by Jarvis
+    when any run or loadout recorded something for it."""
+
+    @hookimpl
+    def detect(self, ctx):
+        if ctx.engine != self.name:
+            return None
+        found = super().detect(ctx)
+        found.started_by_jarvis = bool(ctx.state.records(engine=self.name, any_run=True))
+        return found
 
     @hookimpl
     def is_available(self, ctx, model):

@@ -331,9 +331,6 @@ def test_a_foreign_ollama_is_used_and_left_alone(env, gguf, mark, port, isolated
     assert records(isolated) == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: jarvis_core/loadout.py status() counts any state record of the engine "
-                                       "(the Ollama 'model' record of a model Jarvis loaded) as 'started by Jarvis', "
-                                       "so a foreign Ollama shows started_by_jarvis: true")
 def test_status_does_not_claim_a_foreign_ollama(env, port, foreign):
     try:
         up = jarvis(env, "loadout", "up", "duo")
