@@ -207,11 +207,14 @@ def run(setups_path: str | None, config_path: str | None, selected: tuple[str, .
 
     say = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
     runner = Runner(session, suite, out_dir, repeat=repeat, say=say, done=done)
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    # SIGTERM (and Ctrl-Break on Windows) stop the run like Ctrl-C: tear down, keep what was measured.
+    stop_signals = [signal.SIGTERM] + ([signal.SIGBREAK] if hasattr(signal, "SIGBREAK") else [])
+    previous = {sig: signal.signal(sig, _raise_keyboard_interrupt) for sig in stop_signals}
     try:
         rows = runner.run(chosen, argv=sys.argv[1:])
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     report = _write_report(runner.results_path, out_dir / "report.xlsx")
     if as_json:
         echo_json({"results": str(runner.results_path), "report": str(report), "interrupted": runner.interrupted,

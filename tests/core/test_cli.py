@@ -152,3 +152,19 @@ def test_real_process_error_has_no_traceback():
     assert result.returncode == 2
     assert result.stderr.startswith("Error: Cannot tell which engine serves 'llama3'")
     assert "Traceback" not in result.stderr
+
+
+def test_config_lookup_order(run, echo, isolated, monkeypatch):
+    user_dir = isolated / "xdg-config" / "jarvis"
+    user_dir.mkdir(parents=True)
+    (user_dir / "config.yaml").write_text("engines:\n  echo:\n    url: http://from-user-dir:1\n")
+    assert json.loads(run("engines", "--json").output)[0]["address"] == "http://from-user-dir:1"
+    (isolated / "config.yaml").write_text("engines:\n  echo:\n    url: http://from-cwd:1\n")
+    assert json.loads(run("engines", "--json").output)[0]["address"] == "http://from-cwd:1"
+    (isolated / "explicit.yaml").write_text("engines:\n  echo:\n    url: http://explicit:1\n")
+    assert json.loads(run("engines", "--config", "explicit.yaml", "--json").output)[0]["address"] == \
+        "http://explicit:1"
+
+
+def test_no_config_file_at_all_uses_defaults(run, echo):
+    assert json.loads(run("engines", "--json").output)[0]["address"] == "http://127.0.0.1:1"
