@@ -9,13 +9,16 @@ Jarvis started is torn down and what was measured is kept.
 from __future__ import annotations
 
 import platform
+import signal
 import socket
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from . import __version__
 from .engine import ChatRequest, Detection, InferResult, Message
@@ -66,9 +69,10 @@ class Runner:
             self.interrupted = True
             self.say("Interrupted: stopping what Jarvis started and keeping what was measured.")
         finally:
-            self._teardown(keep=set())
-            self._write({"type": "end", "ended_at": now_iso(), "interrupted": self.interrupted})
-            self._writer.close()
+            with shielded_from_interrupts():
+                self._teardown(keep=set())
+                self._write({"type": "end", "ended_at": now_iso(), "interrupted": self.interrupted})
+                self._writer.close()
         return summarize(read_results(self.results_path))
 
     def _run_setup(self, setup: Setup) -> None:
@@ -254,6 +258,21 @@ class Runner:
             memory = {True: "; memory confirmed back", False: "; memory NOT back yet", None: ""}[
                 result.memory_released]
             self.say(f"  stopped {engine}: {', '.join(result.stopped)}{memory}")
+
+
+@contextmanager
+def shielded_from_interrupts() -> Iterator[None]:
+    """Ignore Ctrl-C and SIGTERM while tearing down: a second Ctrl-C must not leave an engine running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGBREAK] if hasattr(signal, "SIGBREAK") else [])
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def environment(session: Session, suite: Suite, argv: list[str] | None) -> dict[str, Any]:
