@@ -161,8 +161,8 @@ class Runner:
                 if result.error and not self._detect(ref.engine, fresh=True).reachable:
                     reason = f"engine stopped responding: {result.error}"
                     self.say(f"  {reason}")
-                    self._active.pop(ref.engine, None)
                     self._cells(setup, label, ref.engine, runnable, "error", reason)
+                    self._stop(ref.engine)  # what is left of it (orphaned runners, records) goes too
                     return
 
     # --- requests and samples ----------------------------------------------------------------------------------
@@ -248,16 +248,21 @@ class Runner:
                 self._stop(engine)
 
     def _stop(self, engine: str) -> None:
-        self._active.pop(engine, None)
+        # The engine stays active until its stop has returned: an interrupt in the middle of stopping leaves it for
+        # the final (shielded) teardown to stop again.
         try:
             result = self.session.stop(engine)
         except (JarvisError, OSError) as exc:
-            self.say(f"  could not stop {engine}: {exc}")
+            self._active.pop(engine, None)
+            self.say(f"  could not stop {engine}: {exc}; `jarvis cleanup` will try again")
             return
+        self._active.pop(engine, None)
         if result.stopped:
             memory = {True: "; memory confirmed back", False: "; memory NOT back yet", None: ""}[
                 result.memory_released]
             self.say(f"  stopped {engine}: {', '.join(result.stopped)}{memory}")
+        if result.left_running:
+            self.say(f"  left running (not started by Jarvis): {', '.join(result.left_running)}")
 
 
 @contextmanager

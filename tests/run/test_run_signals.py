@@ -237,10 +237,6 @@ def end_leftovers(campaign: Campaign, mark: str) -> None:
     (campaign.state_dir / "state.json").unlink(missing_ok=True)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: jarvis_core/runner.py Runner._stop pops the engine from _active before "
-                                       "session.stop() returns; a Ctrl-C/SIGTERM landing while an engine is being "
-                                       "stopped (unload, waiting for memory) makes the final _teardown skip it, so "
-                                       "the engine keeps running although the run exits 130")
 def test_signal_while_an_engine_is_being_stopped_still_stops_it(campaign: Campaign, nothing_left_running: str) -> None:
     campaign.ollama_model("qwen2.5:0.5b")
     campaign.ollama_config(unload_delay=2)  # the model leaves /api/ps 2 s after the unload: stop() waits for it
@@ -263,10 +259,6 @@ def test_signal_while_an_engine_is_being_stopped_still_stops_it(campaign: Campai
         end_leftovers(campaign, nothing_left_running)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: jarvis_core/runner.py Runner._run_model: when an engine stops responding "
-                                       "mid-run it is only dropped from _active, never stopped, so what the crashed "
-                                       "engine left (an orphaned `ollama runner`, the state records of the server and "
-                                       "its model) survives `jarvis run`; session.stop() would end and clear them")
 def test_an_engine_that_crashes_mid_run_leaves_nothing_behind(campaign: Campaign, nothing_left_running: str) -> None:
     campaign.ollama_model("qwen2.5:0.5b")
     # the load and warmup pass; the first timed request crashes `ollama serve` (exit 2), its runner survives it
