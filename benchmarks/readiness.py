@@ -46,9 +46,8 @@ def _configs() -> list[tuple[str, Callable[[Any], Callable[[], bool]], dict[str,
     try:
         from jarvis_vllm.common import Readiness
 
-        configs.append(("vLLM plugin (Readiness)", lambda client: Readiness(client, MODEL),
-                        {"interval": 0.05, "max_interval": 0.25}))
-        configs.append(("vLLM probe, core intervals (proposed)", lambda client: Readiness(client, MODEL), {}))
+        # The plugin's wait_ready passes no intervals of its own: the core's defaults apply.
+        configs.append(("vLLM plugin (Readiness)", lambda client: Readiness(client, MODEL), {}))
     except ImportError:
         pass
     return configs

@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .engine import ChatRequest, InferResult, Message
-from .http import error_message, read_stamped, stamped_lines
+from .http import error_message, read_stamped
 
 if TYPE_CHECKING:
     import httpx
@@ -53,13 +53,21 @@ def chat(client: httpx.Client, model: str, request: ChatRequest, *, path: str = 
 
     body = json.dumps(chat_body(model, request, include_usage=include_usage)).encode()
     result = InferResult(stream=request.stream, t_send=0)
+    clock = time.perf_counter_ns
+
+    def trace(event: str, info: Any) -> None:
+        # metrics.md: t_send is "request written". httpcore reports when the body is on the wire; stamping before
+        # the call would also count httpx building the request and, on a fresh connection, the TCP connect.
+        if event == "http11.send_request_body.complete":
+            result.t_send = clock()
+
     try:
-        result.t_send = time.perf_counter_ns()
+        result.t_send = clock()  # kept if the request never gets written (connection refused)
         with client.stream("POST", path, content=body, headers={"Content-Type": "application/json"},
-                           timeout=request.timeout) as response:
+                           timeout=request.timeout, extensions={"trace": trace}) as response:
             if response.status_code >= 400:
                 result.error = error_message(response.status_code, response.read())
-                result.t_end = time.perf_counter_ns()
+                result.t_end = clock()
                 return result
             if request.stream:
                 _read_sse(response, result)
@@ -72,7 +80,7 @@ def chat(client: httpx.Client, model: str, request: ChatRequest, *, path: str = 
     except httpx.TransportError as exc:
         result.error = f"cannot reach the engine: {exc}"
     if result.t_end is None:
-        result.t_end = time.perf_counter_ns()
+        result.t_end = clock()
     return result
 
 
@@ -90,49 +98,81 @@ def _read_whole(response: httpx.Response, result: InferResult) -> None:
     _take_usage(payload.get("usage"), result)
 
 
+_decode = json.JSONDecoder().decode
+
+
 def _read_sse(response: httpx.Response, result: InferResult) -> None:
+    """Read an SSE stream. Each network read is stamped once, before any parsing; every event of that read gets
+    its stamp. This loop is the client's hot path (benchmarks/RESULTS.md, item 2): keep it lean."""
+    clock = time.perf_counter_ns
     pieces: list[str] = []
+    times = result.chunk_times
     done = False
-    lines = stamped_lines(response)
-    for arrived, line in lines:
+    pending = b""
+    reads = response.iter_raw()
+    for data in reads:
+        arrived = clock()
         if result.t_first_byte is None:
-            result.t_first_byte = lines.first_byte
-        if not line.startswith(b"data:"):
-            continue  # blank separators, `: ping` comments, `event:`/`id:` fields
-        payload = line[5:].strip()
-        if payload == b"[DONE]":
-            done = True
+            result.t_first_byte = arrived
+        if pending:
+            data, pending = pending + data, b""
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            pending = data
+            continue
+        data, pending = data[:cut], data[cut + 1:]
+        for line in data.split(b"\n"):
+            if not line.startswith(b"data:"):
+                continue  # blank separators, `: ping` comments, `event:`/`id:` fields
+            done = _event(line.rstrip(b"\r"), arrived, result, pieces)
+            if done or result.error is not None:
+                break
+        if done or result.error is not None:
             break
-        try:
-            event = json.loads(payload)
-        except ValueError:
-            result.error = f"unreadable stream event from the engine: {payload[:200]!r}"
-            break
-        if "error" in event:
-            result.error = error_message(0, json.dumps(event).encode())
-            break
-        for choice in event.get("choices") or ():
-            delta = choice.get("delta") or {}
-            text = delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning") or \
-                choice.get("text") or ""
-            if text:
-                if result.t_first_token is None:
-                    result.t_first_token = arrived
-                result.t_last_token = arrived
-                result.chunk_times.append(arrived)
-                if delta.get("content") or choice.get("text"):
-                    pieces.append(delta.get("content") or choice.get("text"))
-            if choice.get("finish_reason"):
-                result.finish_reason = choice["finish_reason"]
-        if event.get("usage"):
-            _take_usage(event["usage"], result)
-    result.t_end = time.perf_counter_ns()
+    else:
+        if pending.startswith(b"data:"):
+            done = _event(pending.rstrip(b"\r"), clock(), result, pieces)
+    result.t_end = clock()
+    if done:
+        for _ in reads:  # read the body's end, so the connection goes back to the pool for the next request
+            pass
+    if times:
+        result.t_first_token, result.t_last_token = times[0], times[-1]
     result.text = "".join(pieces)
     if result.error is None and not done and result.finish_reason is None:
         result.error = "the stream ended before the answer was complete (engine died?)"
-    if result.output_tokens is None and result.chunk_times:
-        result.output_tokens = len(result.chunk_times)
+    if result.output_tokens is None and times:
+        result.output_tokens = len(times)
         result.token_source = "estimated"
+
+
+def _event(line: bytes, arrived: int, result: InferResult, pieces: list[str]) -> bool:
+    """Handle one `data:` line; True at `[DONE]`. Sets result.error on an error event or an unreadable one."""
+    payload = line[5:].strip()
+    if payload == b"[DONE]":
+        return True
+    try:
+        event = _decode(payload.decode("utf-8"))
+    except ValueError:  # also UnicodeDecodeError
+        event = None
+    if not isinstance(event, dict):
+        result.error = f"unreadable stream event from the engine: {payload[:200]!r}"
+        return False
+    if "error" in event:
+        result.error = error_message(0, json.dumps(event).encode())
+        return False
+    for choice in event.get("choices") or ():
+        delta = choice.get("delta") or {}
+        content = delta.get("content") or choice.get("text")
+        if content or delta.get("reasoning_content") or delta.get("reasoning"):
+            result.chunk_times.append(arrived)
+            if content:
+                pieces.append(content)
+        if choice.get("finish_reason"):
+            result.finish_reason = choice["finish_reason"]
+    if event.get("usage"):
+        _take_usage(event["usage"], result)
+    return False
 
 
 def _take_usage(usage: Any, result: InferResult) -> None:

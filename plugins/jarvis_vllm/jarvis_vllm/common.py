@@ -127,7 +127,7 @@ def wait_ready(ctx: EngineContext, *, base_url: str, served_name: str, what: str
 
     with probe_client(base_url) as client:
         waited = wait_until_ready(Readiness(client, served_name), timeout=ctx.config.timeouts.start, what=what,
-                                  alive=throttled(alive, 0.5), on_wait=on_wait, interval=0.05, max_interval=0.25)
+                                  alive=throttled(alive, 0.5), on_wait=on_wait)
         return waited, version(client)
 
 
