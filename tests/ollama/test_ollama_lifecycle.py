@@ -258,6 +258,23 @@ def test_stop_unloads_and_ends_the_tree(session_for, fake_ollama, on_disk, ref, 
     assert session.stop("ollama").stopped == []
 
 
+def test_stop_when_a_model_will_not_unload_in_time_ends_our_server_and_its_memory(session_for, fake_ollama,
+                                                                                    on_disk, ref, port):
+    """The unload does not finish before timeouts.stop, but the server is Jarvis's: ending it frees the model too,
+    so nothing is reported left, the memory is back, and no stale record stays behind."""
+    fake_ollama.configure(unload_delay=5)
+    session = session_for(port=port, timeouts={"stop": 0.5})
+    model = ref(session, "qwen2.5:0.5b")
+    session.start(model)
+    session.warmup(model)
+    [serve] = serve_records(session)
+    result = session.stop("ollama")
+    assert any(f"pid {serve['pid']}" in s for s in result.stopped)
+    assert result.left_running == []
+    assert result.memory_released is True
+    assert session.state.records() == []
+
+
 def test_stop_from_the_records_alone(session_for, make_session, fake_ollama, on_disk, ref, port, tmp_path):
     """`jarvis cleanup` after a crash: a new session, knowing nothing but the state file, ends what was started."""
     first = session_for(port=port)

@@ -192,8 +192,15 @@ def stop(ctx: EngineContext) -> StopResult | None:
     records = ctx.state.records(ENGINE, "process")
     for record in records:
         if server.end_recorded(ctx, record):
-            done.append(f"ollama serve (pid {record.get('pid')}) at {record.get('address')}, started by Jarvis")
-            released = released if released is False else True
+            address = record.get("address")
+            done.append(f"ollama serve (pid {record.get('pid')}) at {address}, started by Jarvis")
+            # Models that would not unload went with the server (its runners are part of its tree): their
+            # records are stale and their memory is back.
+            for model in loading.model_records(ctx):
+                if str(model.get("address") or settings.url) == address:
+                    ctx.state.remove(model["id"])
+            left = [entry for entry in left if f" at {address}" not in entry]
+            released = True if not left else released
     if settings.url not in {r.get("address") for r in records}:
         found = server.server_version(settings.url)
         others = server.running_records(ctx, settings.url, any_run=True) if found is not None else []
