@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -23,7 +24,8 @@ from tests.run.conftest import REPO, Campaign, free_port, stop_process, timed_sa
 
 pytestmark = pytest.mark.integration
 
-DOCKER_DIR = REPO / ".cache" / "docker-run-tests"
+# The same short folder as tests/vllm's daemon (see vllm_fixtures.DOCKER_DIR): one daemon at a time.
+DOCKER_DIR = Path(tempfile.gettempdir()) / f"jarvis-test-dockerd-{os.getuid() if hasattr(os, 'getuid') else 0}"
 IMAGE_CACHE = REPO / ".cache" / "docker-images"
 IMAGE, TAG = "local/vllm-standin", "test"
 

@@ -18,6 +18,7 @@ import os
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import closing
 from pathlib import Path
@@ -35,7 +36,9 @@ if str(REPO) not in sys.path:  # for tests.standins
 __all__ = ["nothing_survives", "vllm_plugin", "session_for", "fake_vllm", "docker_engine"]
 
 STANDIN = REPO / "tests" / "standins" / "openai_server.py"
-DOCKER_DIR = CACHE / "docker-vllm-tests"
+# One short folder for the test daemon, shared with tests/run (each starts and stops it in turn; `dockerd.sh start`
+# is idempotent): its unix socket path must stay under ~100 bytes whatever the checkout's path is.
+DOCKER_DIR = Path(tempfile.gettempdir()) / f"jarvis-test-dockerd-{os.getuid() if hasattr(os, 'getuid') else 0}"
 STANDIN_IMAGE = "local/vllm-standin:test"
 
 
