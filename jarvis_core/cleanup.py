@@ -40,6 +40,9 @@ def clean_leftovers(session: Session, *, include_loadouts: bool = False) -> list
                 done.append(f"{engine}: could not clean up ({exc}); records kept for the next try")
             finally:
                 ctx.state = saved
+        elif engine == "jarvis":  # Jarvis's own bookkeeping (a loadout's GPU baseline): nothing runs
+            for record in scoped.records(engine=engine):
+                scoped.remove(record["id"])
         else:
             for record in scoped.records(engine=engine):
                 if record.get("kind") == "process" and isinstance(record.get("pid"), int):

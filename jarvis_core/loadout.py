@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from .config import Config
 from .engine import Availability
-from .errors import EngineNotInstalledError, EngineUnavailableError, JarvisError, UsageError
+from .errors import EngineNotInstalledError, JarvisError, ModelMissingError, UsageError
 from .gpu import gpu_memory, wait_for_release
 from .modelid import ModelRef
 from .session import Session
@@ -147,14 +147,15 @@ def check_fit(availabilities: list[tuple[ModelRef, Availability]]) -> None:
 def up(session: Session, name: str, model_ids: list[str], say: Callable[[str], None]) -> LoadoutState:
     """Start the engines, load and warm every model, keep them resident; MISSING models are reported, not pulled
     (unless the session forces downloads)."""
+    result = LoadoutState(name)
     refs = []
     for model_id in model_ids:
         try:
             refs.append(session.resolve(model_id))
         except EngineNotInstalledError as exc:
-            say(f"{model_id}: unavailable: {exc}")
+            result.models.append(ModelState(model_id, status="unavailable", detail=str(exc)))
     ready: list[tuple[ModelRef, Availability]] = []
-    result = LoadoutState(name)
+    resident: set[str] = set()
     for ref in refs:
         detection = session.detect(ref.engine)
         if not detection.usable:
@@ -166,8 +167,10 @@ def up(session: Session, name: str, model_ids: list[str], say: Callable[[str], N
             result.models.append(ModelState(ref.canonical, ref.engine, present=False, status="MISSING",
                                             detail=f"{availability.detail}; fix: {fix}"))
             continue
+        if any(_same_model(k, ref.name) for k in detection.loaded_models or ()):
+            resident.add(ref.canonical)  # already counted in the GPU's used memory: not needed again
         ready.append((ref, availability))
-    check_fit([(r, a) for r, a in ready if a.present])
+    check_fit([(r, a) for r, a in ready if r.canonical not in resident])
     if not session.state.records(kind="baseline"):
         gpus = gpu_memory()
         if gpus:
@@ -177,17 +180,37 @@ def up(session: Session, name: str, model_ids: list[str], say: Callable[[str], N
         try:
             if not availability.present:
                 say(f"{ref.canonical}: pulling")
-                session.pull(ref)
+                pulled = session.pull(ref)
+                if not pulled.present:
+                    raise ModelMissingError(pulled.detail or f"{ref.name} could not be downloaded", engine=ref.engine)
             started = session.start(ref)
             warm = session.warmup(ref)
             item.loaded, item.status = True, "loaded"
             item.detail = f"at {started.address}, cold start {warm.cold_start_s:.2f} s"
-        except (EngineUnavailableError, JarvisError) as exc:
+        except JarvisError as exc:
             item.status, item.detail = "error", str(exc)
         say(f"{ref.canonical}: {item.status} {item.detail}".rstrip())
         result.models.append(item)
+    _confirm_resident(session, result, {r.canonical: r for r, _ in ready}, say)
     result.gpu = _gpu_json()
     return result
+
+
+def _confirm_resident(session: Session, result: LoadoutState, refs: dict[str, ModelRef],
+                      say: Callable[[str], None]) -> None:
+    """An engine that serves one model at a time (vLLM) replaces a model with the next one it starts: say so rather
+    than report both as loaded."""
+    for engine in sorted({m.engine for m in result.models if m.status == "loaded"}):
+        loaded = session.detect(engine).loaded_models
+        if loaded is None:
+            continue
+        for item in result.models:
+            if item.engine == engine and item.status == "loaded" and \
+                    not any(_same_model(k, refs[item.id].name) for k in loaded):
+                item.loaded, item.status = False, "error"
+                item.detail = (f"not resident once the loadout was up: {engine} serves one model at a time here, "
+                               f"and a later model of the loadout replaced it")
+                say(f"{item.id}: {item.status} {item.detail}")
 
 
 def down(session_for: Callable[[str], Session], names: list[str] | None, state_dir: Path,
@@ -207,7 +230,13 @@ def down(session_for: Callable[[str], Session], names: list[str] | None, state_d
             if engine not in session.registry.engines:
                 say(f"{engine}: its plugin is not installed; its records are kept")
                 continue
-            stopped = session.stop(engine)
+            try:
+                stopped = session.stop(engine)
+            except (JarvisError, OSError) as exc:  # the other engines still come down
+                report["left_running"].append(f"{engine}: could not stop: {exc}")
+                report["memory_released"] = False
+                say(f"{engine}: could not stop: {exc}")
+                continue
             report["stopped"] += [f"{engine}: {s}" for s in stopped.stopped]
             report["left_running"] += [f"{engine}: {s}" for s in stopped.left_running]
             if stopped.memory_released is False:

@@ -34,8 +34,15 @@ def spawn(cmd: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None =
     else:
         kwargs["start_new_session"] = True  # its own process group: orphans of the tree stay findable
     with open(log_path, "ab" if append else "wb") as log:
-        return subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=dict(env) if env is not None else None, cwd=cwd, **kwargs)
+    _spawned.add(proc.pid)
+    return proc
+
+
+#: PIDs this Jarvis process spawned in their own process group: only those may get a Windows CTRL_BREAK, which
+#: reaches a whole console process group (sent to anything else, it could reach Jarvis's own console).
+_spawned: set[int] = set()
 
 
 def create_time(pid: int) -> float | None:
@@ -55,10 +62,12 @@ def same_create_time(a: float | None, b: float | None) -> bool:
 
 
 def _same_process(pid: int, created: float | None) -> psutil.Process | None:
+    """The process, if it is still the one that had `created` as its create_time; a record without one is never
+    trusted (the PID may have been reused)."""
     try:
         proc = psutil.Process(pid)
-        if created is not None and not same_create_time(proc.create_time(), created):
-            return None  # the PID was reused: not ours
+        if not same_create_time(proc.create_time(), created):
+            return None  # the PID was reused, or we cannot tell: not ours
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
         return proc
@@ -110,7 +119,7 @@ def _end_orphans(pid: int, created: float | None) -> bool:
     orphans = []
     for proc in psutil.process_iter(["pid", "ppid", "create_time"]):
         try:
-            if proc.info["create_time"] < created - CREATE_TIME_TOLERANCE:
+            if proc.info["create_time"] is None or proc.info["create_time"] < created - CREATE_TIME_TOLERANCE:
                 continue
             if IS_WINDOWS:
                 mine = proc.info["ppid"] == pid
@@ -140,7 +149,7 @@ def _process_group(pid: int) -> int | None:
 
 
 def _ask_to_stop(proc: psutil.Process) -> None:
-    if IS_WINDOWS:
+    if IS_WINDOWS and proc.pid in _spawned:
         try:
             proc.send_signal(signal.CTRL_BREAK_EVENT)  # graceful, reaches only our own process group
             return

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .errors import UsageError
+from .errors import JarvisError, UsageError
 from .metrics import DEFINITIONS, STAT_FIGURES, STAT_NAMES, Stats
 from .results import STATUSES, SummaryRow, read_results, summarize
 
@@ -629,5 +629,10 @@ def write_report(results_path: Path, out_path: Path) -> Path:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".part")
     book.save(tmp)
-    tmp.replace(out_path)
+    try:
+        tmp.replace(out_path)
+    except PermissionError:  # Windows: the old workbook is open in Excel
+        tmp.unlink(missing_ok=True)
+        raise JarvisError(f"Cannot write {out_path}: the file is in use (open in Excel?). Close it and run "
+                          f"`jarvis report {results_path} -o {out_path}`; the results themselves are safe.") from None
     return out_path

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 
 from . import __version__
 from .engine import ChatRequest, Detection, InferResult, Message
+from .gpu import gpu_memory, wait_for_release
 from .errors import EngineError, EngineNotInstalledError, EngineUnavailableError, JarvisError, ModelMissingError
 from .metrics import figures
 from .modelid import ModelRef
@@ -53,6 +54,8 @@ class Runner:
         self._detections: dict[str, Detection] = {}
         self._active: dict[str, str] = {}  # engine -> canonical ID of the model it serves for us
         self._engine_recorded: set[str] = set()
+        gpus = gpu_memory()
+        self._gpu_baseline: int | None = gpus[0].used_mib if gpus else None
 
     # --- the run ---------------------------------------------------------------------------------------------
 
@@ -236,11 +239,19 @@ class Runner:
         return engines
 
     def _make_room(self, engine: str) -> None:
-        """One GPU: before an engine starts, stop the others we started if either of the two is GPU-heavy."""
+        """One GPU: before an engine starts, stop the others we started if either of the two is GPU-heavy, and where
+        a GPU is present wait until its memory is back near where it was when the run began."""
         specs = self.session.registry.engines
+        stopped = False
         for other in list(self._active):
             if other != engine and (specs[engine].gpu_heavy or specs[other].gpu_heavy):
                 self._stop(other)
+                stopped = True
+        if stopped and self._gpu_baseline is not None:
+            back = wait_for_release(self._gpu_baseline, timeout=self.session.config.timeouts.stop)
+            if back is False:
+                self.say(f"  GPU memory is not back near {self._gpu_baseline} MiB after "
+                         f"{self.session.config.timeouts.stop:g} s; starting {engine} anyway")
 
     def _teardown(self, keep: set[str]) -> None:
         for engine in list(self._active):

@@ -19,7 +19,7 @@ from .engine import (
     StopResult,
     WarmupResult,
 )
-from .errors import JarvisError, PluginError, UsageError
+from .errors import EngineError, JarvisError, PluginError, UsageError
 from .modelid import ModelRef, resolve
 from .plugins import get_registry, pm
 from .progress import Progress
@@ -98,7 +98,17 @@ class Session:
         return self._call("stop", self.context(engine))
 
     def _call(self, hook: str, ctx: EngineContext, **kwargs: Any) -> Any:
-        result = getattr(pm.hook, hook)(ctx=ctx, **kwargs)
+        try:
+            result = getattr(pm.hook, hook)(ctx=ctx, **kwargs)
+        except JarvisError:
+            raise
+        except Exception as exc:
+            # A plugin's bug, or a library error it let through (a Docker hiccup): one engine's failure, reported as
+            # such, must not end a whole campaign. JARVIS_DEBUG=1 keeps the traceback.
+            log.debug("%s failed", hook, exc_info=True)
+            plugin = self.registry.engines[ctx.engine].plugin
+            raise EngineError(f"{ctx.engine}: {hook} failed in plugin '{plugin}': {type(exc).__name__}: {exc}",
+                              engine=ctx.engine) from exc
         if result is None:
             plugin = self.registry.engines[ctx.engine].plugin
             raise PluginError(f"Plugin '{plugin}' does not implement '{hook}' for engine '{ctx.engine}'.")

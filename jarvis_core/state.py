@@ -117,14 +117,56 @@ class StateStore:
 
     @contextmanager
     def _update(self) -> Iterator[list[dict[str, Any]]]:
-        records = self._read()
-        yield records
+        """Read-modify-write under a lock, so a `jarvis run` and a `jarvis loadout up` side by side never lose each
+        other's records."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".state-", suffix=".json")
+        with _locked(self.dir / "state.lock"):
+            records = self._read()
+            yield records
+            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".state-", suffix=".json")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    json.dump({"version": 1, "records": records}, fh, indent=2)
+                _replace(tmp, self.path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+
+
+@contextmanager
+def _locked(lock: Path, timeout: float = 10.0, stale_after: float = 60.0) -> Iterator[None]:
+    """A lock file created exclusively (works the same on Windows and POSIX). A lock left by a crashed process is
+    taken over once older than `stale_after` seconds; nobody holds it for more than a file write."""
+    deadline = time.monotonic() + timeout
+    while True:
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({"version": 1, "records": records}, fh, indent=2)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                if time.time() - lock.stat().st_mtime > stale_after:
+                    lock.unlink(missing_ok=True)
+                    continue
+            except FileNotFoundError:
+                continue
+            if time.monotonic() >= deadline:
+                raise OSError(f"the state file is locked by another Jarvis ({lock}); if none runs, delete that file")
+            time.sleep(0.01)
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _replace(src: str, dst: Path) -> None:
+    # On Windows a reader holding the file open makes the replace fail for a moment: retry briefly.
+    for attempt in range(50):
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            if attempt == 49:
+                raise
+            time.sleep(0.02)

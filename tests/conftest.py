@@ -23,9 +23,10 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
     for name in ("JARVIS_LOAD_PLUGINS", "JARVIS_DEBUG", "OLLAMA_HOST", "OLLAMA_MODELS", "HF_HOME", "HF_HUB_CACHE",
-                 "HUGGINGFACE_HUB_CACHE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "XDG_CACHE_HOME",
+                 "HUGGINGFACE_HUB_CACHE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "XDG_CACHE_HOME",
                  "DOCKER_HOST", "JARVIS_LLAMACPP_MODELS"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing in a test may reach a model hub
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -107,3 +107,14 @@ def test_a_corrupt_state_file_is_kept_aside(tmp_path):
     store = StateStore(tmp_path)
     assert store.records() == []
     assert list(tmp_path.glob("state.corrupt-*"))
+
+
+def test_concurrent_writers_lose_no_record(tmp_path):
+    """Two processes adding records side by side (a run and a loadout): every record is kept."""
+    code = ("import sys; from jarvis_core.state import StateStore\n"
+            "s = StateStore(sys.argv[1])\n"
+            "for i in range(40): s.add('echo', 'model', run_id=sys.argv[2], model=str(i))\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), f"run-{n}"]) for n in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    assert len(StateStore(tmp_path).records()) == 120
+    assert not (tmp_path / "state.lock").exists()

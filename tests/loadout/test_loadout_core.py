@@ -122,3 +122,47 @@ def test_run_cleanup_leaves_a_loadout_alone(echo, isolated):
     assert invoke("cleanup").output.strip() == "Nothing to clean up."
     assert len(StateStore(isolated / "state").records(kind="model")) == 2
     assert "echo: a:1" in invoke("cleanup", "--include-loadouts").output
+
+
+class OneAtATime(SizedEcho):
+    """Serves one model at a time, like vLLM: starting a model replaces the previous one; detect tells which."""
+
+    serving: str | None = None
+
+    @hookimpl
+    def start(self, ctx, model):
+        if ctx.engine != self.name:
+            return None
+        OneAtATime.serving = model.name
+        return super().start(ctx, model)
+
+    @hookimpl
+    def detect(self, ctx):
+        if ctx.engine != self.name:
+            return None
+        found = super().detect(ctx)
+        found.loaded_models = {OneAtATime.serving: 10 * 2**30} if OneAtATime.serving else {}
+        return found
+
+
+@pytest.fixture
+def one_at_a_time(use_plugin, isolated):
+    (isolated / "config.yaml").write_text(
+        "engines:\n  echo:\n    models: [a:1, b:1]\nloadouts:\n  daily: [echo_a:1, echo_b:1]\n  one: [echo_a:1]\n")
+    OneAtATime.serving = None
+    return use_plugin(OneAtATime(), "echo-plugin")
+
+
+def test_a_model_replaced_by_the_next_one_is_not_reported_loaded(one_at_a_time):
+    result = invoke("loadout", "up", "daily", "--json")
+    assert result.exit_code == 1
+    models = {m["id"]: m for m in json.loads(result.stdout)["models"]}
+    assert models["echo_b:1"]["status"] == "loaded"
+    assert models["echo_a:1"]["status"] == "error" and "one model at a time" in models["echo_a:1"]["detail"]
+
+
+def test_up_again_does_not_count_resident_models_twice(one_at_a_time, monkeypatch):
+    # 24 GiB used of 31.8: the resident model (10 GiB) is in there; counting it again (34 GiB) would refuse.
+    assert invoke("loadout", "up", "one").exit_code == 0
+    monkeypatch.setattr("jarvis_core.loadout.gpu_memory", lambda: [GpuMemory(0, "RTX 5090", 24576, 32607)])
+    assert invoke("loadout", "up", "one").exit_code == 0
