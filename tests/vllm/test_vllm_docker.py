@@ -3,6 +3,7 @@ a local image whose entrypoint is the OpenAI stand-in mimicking `vllm serve` (bu
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from contextlib import closing
@@ -180,6 +181,13 @@ def test_leftovers_of_jarvis_are_removed(docker_session, docker_client, foreign,
     leftover.start()
     never_started = foreign(name=names + "-created", labels=labels)
     session = docker_session()
+    for container in (leftover, never_started):  # what the crashed run had recorded; its Jarvis process is gone
+        session.state.add("vllm", "container", run_id="crashed-run", container=container.name,
+                          container_id=container.id)
+    data = json.loads(session.state.path.read_text())
+    for record in data["records"]:
+        record["owner_pid"] = 2**31 - 2  # no such process
+    session.state.path.write_text(json.dumps(data))
     started = session.start(session.resolve(f"vllm:{MODEL}"))
     assert started.started
     notes = session.progress.stream.getvalue()
@@ -187,6 +195,18 @@ def test_leftovers_of_jarvis_are_removed(docker_session, docker_client, foreign,
     assert f"created container {names}-created ({never_started.short_id})" in notes
     [current] = _ours(docker_client)
     assert current.id not in (leftover.id, never_started.id) and current.labels["jarvis.run_id"] == session.run_id
+    assert [r["run_id"] for r in session.state.records("vllm", any_run=True)] == [session.run_id]
+
+
+def test_a_live_runs_container_is_left_alone(docker_session, docker_client, names):
+    first, second = docker_session(), docker_session()  # same container name; this process owns both runs
+    for session in (first, second):  # each run sees only its own records, as `jarvis run` does
+        session.state = session.state.scoped({session.run_id})
+    first.start(first.resolve(f"vllm:{MODEL}"))
+    with pytest.raises(EngineError) as info:
+        second.start(second.resolve(f"vllm:{MODEL}"))
+    assert "another Jarvis run that is still going" in str(info.value) and "\n" not in str(info.value)
+    assert docker_client.containers.get(names).status == "running"
 
 
 def test_port_clash_is_one_line(docker_session, docker_client):

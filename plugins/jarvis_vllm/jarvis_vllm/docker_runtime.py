@@ -223,14 +223,21 @@ def describe_command(settings: VllmSettings, kwargs: dict[str, Any]) -> str:
 
 
 def clear_leftovers(ctx: EngineContext, client: docker.DockerClient, settings: VllmSettings) -> list[str]:
-    """Remove Jarvis's own leftovers: the named container if we created it, and our dead or never-started ones.
+    """Remove Jarvis's own leftovers: containers of this run or of crashed runs (their Jarvis process is gone).
 
-    A container with our name that Jarvis did not create is an error, and is never removed.
+    A container with our name that Jarvis did not create, or that a live run or a loadout holds, is an error and is
+    never removed; stopped containers of live runs and loadouts are left to their owners.
     """
     from docker.errors import NotFound
 
     removed: list[str] = []
     gone: set[str] = set()
+    orphaned = ctx.state.orphaned_run_ids()
+
+    def removable(container: Container) -> bool:
+        run_id = (container.labels or {}).get(LABEL_RUN, "")
+        return bool(run_id) and (run_id == ctx.run_id or run_id in orphaned)
+
     try:
         existing = client.containers.get(settings.container_name)
     except NotFound:
@@ -242,6 +249,8 @@ def clear_leftovers(ctx: EngineContext, client: docker.DockerClient, settings: V
                 f"(status {existing.status}, image {_image_name(existing)}); Jarvis leaves it alone. Remove it "
                 f"yourself (`docker rm -f {settings.container_name}`) or set engines.vllm.container_name to another "
                 f"name.")
+        if not removable(existing):
+            raise error(_held_message(ctx, settings.container_name, existing))
         _remove(existing)
         gone.add(existing.id)
         removed.append(f"leftover container {settings.container_name} ({existing.short_id})")
@@ -249,17 +258,35 @@ def clear_leftovers(ctx: EngineContext, client: docker.DockerClient, settings: V
         for container in client.containers.list(all=True, filters={"label": [f"{LABEL_MANAGED}=true",
                                                                               f"{LABEL_ENGINE}={ENGINE}"],
                                                                     "status": status}):
-            if container.id in gone:
+            if container.id in gone or not removable(container):
                 continue
             _remove(container)
             gone.add(container.id)
             removed.append(f"{status} container {container.name} ({container.short_id})")
-    for record in ctx.state.records(ENGINE, "container"):
+    for record in ctx.state.records(ENGINE, "container", any_run=True):
         if record.get("container_id") in gone:
             ctx.state.remove(record["id"])
     if removed:
         ctx.progress.note("vllm: removed " + "; ".join(removed))
     return removed
+
+
+def _held_message(ctx: EngineContext, name: str, container: Container) -> str:
+    """One line: who holds the container named like ours, and how to free it."""
+    from jarvis_core.loadout import PREFIX
+
+    run_id = (container.labels or {}).get(LABEL_RUN, "")
+    model = (container.labels or {}).get(LABEL_MODEL) or "?"
+    held = f"A container named '{name}' ({container.status}, {model}) belongs to"
+    if run_id.startswith(PREFIX):
+        loadout = run_id[len(PREFIX):]
+        return (f"{held} loadout {loadout}; Jarvis leaves it alone. Free it with `jarvis loadout down {loadout}`, "
+                f"or set engines.vllm.container_name (and port) to others for this run.")
+    if any(r.get("run_id") == run_id for r in ctx.state.records(any_run=True)):
+        return (f"{held} another Jarvis run that is still going (run {run_id}); Jarvis leaves it alone. Wait for "
+                f"that run to finish, or set engines.vllm.container_name (and port) to others for this run.")
+    return (f"{held} Jarvis run {run_id or '?'}, which Jarvis's state does not know (another state folder?); "
+            f"Jarvis leaves it alone. If no Jarvis run uses it, remove it: `docker rm -f {name}`.")
 
 
 def _image_name(container: Container) -> str:
