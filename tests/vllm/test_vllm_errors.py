@@ -162,3 +162,17 @@ def test_unreachable_docker_is_unavailable_in_one_line(session_for, tmp_path):
     assert "Docker is not reachable" in found.detail and "\n" not in found.detail
     with pytest.raises(EngineUnavailableError, match="Docker is not reachable"):
         session.pull(session.resolve("vllm:org/m"))
+
+
+def test_secret_looking_environment_values_are_redacted():
+    key, password = "wandb-0123456789abcdef", "hunter2-but-longer"
+    settings = VllmSettings(environment={"WANDB_API_KEY": key, "db_Password": password, "My_Secret": "s3cr3t-value",
+                                         "openai_token": "sk-tok-12345", "TMPDIR": "/tmp/short"})
+    settings.apply_environment({"HOME": "/h", "HF_TOKEN": TOKEN})
+    assert sorted(settings.secrets()) == sorted([TOKEN, key, password, "s3cr3t-value", "sk-tok-12345"])
+    err = docker_runtime._api_error(FakeAPIError(f"bad env WANDB_API_KEY={key} DB_PASSWORD={password}"), settings,
+                                    "Creating")
+    assert key not in str(err) and password not in str(err) and "***" in str(err)
+    message = common.failure_message("vllm serve m", "exited with code 1", f"using key {key}\nTMPDIR=/tmp/short",
+                                     secrets=settings.secrets())
+    assert key not in message and "/tmp/short" in message

@@ -222,3 +222,13 @@ def test_stop_confirms_the_gpu_memory_came_back(proc_session, monkeypatch, after
     stopped = session.stop("vllm")
     assert stopped.memory_released is released
     assert ("GPU memory came back" if released else "GPU memory did not come back within 1 s") in stopped.detail
+
+
+def test_secret_environment_values_are_kept_out_of_errors_and_detection(proc_session):
+    key = "wandb-0123456789abcdef"
+    session = proc_session("--ready-after", "0.2", "--fail-start", f"ValueError: rejected api key {key}",
+                           environment={"WANDB_API_KEY": key})
+    with pytest.raises(EngineError) as info:
+        session.start(session.resolve(f"vllm:{MODEL}"))
+    assert "rejected api key ***" in str(info.value) and key not in str(info.value)
+    assert key not in session.detect("vllm").detail and key not in session.state.path.read_text()

@@ -99,7 +99,7 @@ def detect(ctx: EngineContext, settings: VllmSettings) -> Detection:
                              f"--force-download")
     _server(detection, settings, notes)
     detection.started_by_jarvis = any(r.get("port") == settings.port for r in ctx.state.records(ENGINE))
-    detection.detail = "; ".join(notes)
+    detection.detail = redact("; ".join(notes), settings.secrets())
     return detection
 
 

@@ -14,7 +14,7 @@ from jarvis_core.errors import EngineError, EngineUnavailableError
 
 from . import common
 from .common import ENGINE, error
-from .settings import ModelLaunch, VllmSettings
+from .settings import ModelLaunch, VllmSettings, redact
 
 if TYPE_CHECKING:
     from jarvis_core.engine import EngineContext
@@ -61,7 +61,7 @@ def detect(ctx: EngineContext, settings: VllmSettings) -> Detection:
         detection.version = info.version or detection.version
         notes.append(f"a server at {settings.base_url} serves {', '.join(info.names) or 'no model'}")
     detection.started_by_jarvis = any(r.get("port") == settings.port for r in ctx.state.records(ENGINE))
-    detection.detail = "; ".join(notes)
+    detection.detail = redact("; ".join(notes), settings.secrets())
     return detection
 
 

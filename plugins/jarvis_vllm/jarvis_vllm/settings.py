@@ -18,6 +18,7 @@ from . import hfcache
 CONTAINER_PORT = 8000
 _GPU_ID = re.compile(r"^(\d+|GPU-[0-9a-fA-F-]+|MIG-[0-9a-zA-Z/-]+)$")
 _SHM = re.compile(r"^\d+[bkmgBKMG]?$")
+_SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD", re.I)
 
 
 @dataclass
@@ -176,8 +177,10 @@ class VllmSettings:
         return env
 
     def secrets(self) -> list[str]:
-        """Values that must never appear in anything Jarvis prints or stores."""
-        return [s for s in (self.hf_token,) if s]
+        """Values that must never appear in anything Jarvis prints or stores: the HF token, and `environment`
+        values whose names look secret (`WANDB_API_KEY`, `HF_TOKEN`, `DB_PASSWORD`, ...)."""
+        found = [str(v) for k, v in self.environment.items() if _SECRET_NAME.search(k)]
+        return [s for s in (self.hf_token, *found) if s]
 
 
 def _check_fraction(value: float | None) -> None:
@@ -186,7 +189,7 @@ def _check_fraction(value: float | None) -> None:
 
 
 def redact(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
+    for secret in sorted(secrets, key=len, reverse=True):  # a secret that holds another goes whole
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
     return text
