@@ -390,6 +390,49 @@ def _wait_for(condition, timeout: float = 15.0) -> None:
         time.sleep(0.05)
 
 
+def test_stop_foreign_server_spares_a_program_that_is_not_ollama(session_for, standin, monkeypatch):
+    """Whatever else holds the port (here: `sleep`, as the system reports it) is never ended, only described."""
+    import subprocess
+
+    from jarvis_core import processes
+
+    server = standin()  # answers like Ollama, but the port's listener, as the system tells it, is `sleep`
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        monkeypatch.setattr(processes, "listener_pid", lambda port: other.pid)
+        result = session_for(port=server.port, stop_foreign_server=True).stop("ollama")
+        assert result.stopped == [] and other.poll() is None
+        [left] = result.left_running
+        assert f"held by 'sleep 30' (pid {other.pid}), which does not look like Ollama" in left
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_stop_foreign_server_never_ends_a_local_process_for_a_remote_address(session_for, fake_ollama, on_disk,
+                                                                               port, tmp_path, monkeypatch):
+    """The address is on another machine: an Ollama that happens to listen on the same port here is not it."""
+    import os
+    import subprocess
+
+    from jarvis_ollama import server as server_module
+
+    env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(on_disk)}
+    with open(tmp_path / "local.log", "wb") as log:
+        local = subprocess.Popen([str(fake_ollama.path), "serve"], env=env, stdout=log, stderr=log)
+    try:
+        _wait_for(lambda: server_module.server_version(f"http://127.0.0.1:{port}") is not None)
+        remote = f"http://192.0.2.7:{port}"  # TEST-NET-1: never this machine
+        monkeypatch.setattr(server_module, "server_version", lambda url, timeout=1.0: "0.12.0")  # "it answers"
+        result = session_for(url=remote, stop_foreign_server=True).stop("ollama")
+        assert result.stopped == [] and local.poll() is None
+        [left] = result.left_running
+        assert "runs on another machine (192.0.2.7)" in left
+    finally:
+        local.terminate()
+        local.wait(10)
+
+
 def test_a_systemd_service_is_never_killed(session_for, standin, monkeypatch):
     from jarvis_ollama import server as server_module
 

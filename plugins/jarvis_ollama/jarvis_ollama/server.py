@@ -2,7 +2,8 @@
 
 Jarvis starts at most one server per address, records it in the state file before waiting for it (so a crash
 during startup is still cleaned up), and only ever ends the process tree it started. A server Jarvis did not start
-is ended only when `stop_foreign_server` is true; then the Windows tray app (`ollama app.exe`), which restarts
+is ended only when `stop_foreign_server` is true, it runs on this machine and its process looks like Ollama (never
+whatever else holds the port); then the Windows tray app (`ollama app.exe`), which restarts
 `serve` about a second after it exits, is ended first. A server run by systemd is never killed (it would come back
 3 s later): the user is told the command that stops it.
 """
@@ -361,14 +362,33 @@ def _is_self_or_ancestor(pid: int) -> bool:
         return True
 
 
+def looks_like_ollama(pid: int) -> bool:
+    """The process's name or command line mentions ollama (`ollama serve`, `ollama.exe`, `ollama app.exe`)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return "ollama" in (proc.name() + " " + " ".join(proc.cmdline())).lower()
+    except psutil.Error:
+        return False
+
+
 def stop_foreign(ctx: EngineContext) -> tuple[list[str], list[str]]:
-    """End an Ollama server Jarvis did not start (only when `stop_foreign_server` is true). Returns (stopped, left)."""
+    """End an Ollama server Jarvis did not start (only when `stop_foreign_server` is true), and only one on this
+    machine whose process looks like Ollama: never whatever else holds the port. Returns (stopped, left)."""
     settings: OllamaSettings = ctx.settings
     address = settings.address
     stopped: list[str] = []
     left: list[str] = []
     timeout = min(ctx.config.timeouts.stop, 15.0)
+    if not is_local(address.connect_host):
+        return stopped, [f"Ollama server at {settings.url} runs on another machine ({address.connect_host}); "
+                         f"Jarvis stops servers only on this one: stop it there"]
     pid = processes.listener_pid(address.port)
+    if pid is not None and not _is_self_or_ancestor(pid) and not looks_like_ollama(pid):
+        holder = processes.process_name(pid) or "a program Jarvis cannot identify"
+        return stopped, [f"port {address.port} at {settings.url} is held by '{holder}' (pid {pid}), which does not "
+                         f"look like Ollama; Jarvis leaves it alone: stop it yourself if it is yours"]
     unit = systemd_unit(pid) if pid is not None else None
     if unit is not None:
         return stopped, [f"Ollama server at {settings.url} (pid {pid}) is the systemd service {unit}, which restarts "
@@ -380,11 +400,18 @@ def stop_foreign(ctx: EngineContext) -> tuple[list[str], list[str]]:
             continue
         if processes.end_tree(tray_pid, tray_created, timeout=timeout):
             stopped.append(f"Ollama tray app (pid {tray_pid}), which would restart the server")
-    pid = processes.listener_pid(address.port) if pid is None or not processes.is_running(pid, None) else pid
+    created = processes.create_time(pid) if pid is not None else None
+    if pid is None or created is None:  # it went with the tray app, or was never seen: who holds the port now?
+        pid = processes.listener_pid(address.port)
+        created = processes.create_time(pid) if pid is not None else None
     if pid is not None and _is_self_or_ancestor(pid):
         return stopped, left + [f"Ollama server at {settings.url} runs inside Jarvis's own process (pid {pid}); "
                                 f"it is not stopped"]
-    if pid is not None and processes.end_tree(pid, processes.create_time(pid), timeout=timeout):
+    if pid is not None and not looks_like_ollama(pid):  # the port changed hands after the tray app went
+        holder = processes.process_name(pid) or "a program Jarvis cannot identify"
+        return stopped, left + [f"port {address.port} at {settings.url} is held by '{holder}' (pid {pid}), which "
+                                f"does not look like Ollama; Jarvis leaves it alone"]
+    if pid is not None and created is not None and processes.end_tree(pid, created, timeout=timeout):
         stopped.append(f"Ollama server not started by Jarvis (pid {pid}) at {settings.url}, as "
                        f"engines.ollama.stop_foreign_server asks")
     deadline = time.monotonic() + 3.0
