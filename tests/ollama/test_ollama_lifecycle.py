@@ -289,12 +289,21 @@ def test_stop_from_the_records_alone(session_for, make_session, fake_ollama, on_
     assert later.state.records() == []
 
 
-def test_stop_after_the_server_crashed_leaves_no_runner(session_for, fake_ollama, on_disk, ref, port):
-    """The server dies mid-answer; its runners outlive it; stop still ends them (they stay in its process group)."""
+@pytest.mark.parametrize("clock_step", [0.0, 0.5])
+def test_stop_after_the_server_crashed_leaves_no_runner(session_for, fake_ollama, on_disk, ref, port, clock_step):
+    """The server dies mid-answer; its runners outlive it; stop still ends them (they stay in its process group),
+    also when the recorded create time is off by a stepped clock (psutil derives it from the boot time)."""
+    import json
+
     fake_ollama.configure(runner_survives_parent=True)
     session = session_for(port=port)
     model = ref(session, "qwen2.5:0.5b")
     session.start(model)
+    if clock_step:
+        data = json.loads(session.state.path.read_text())
+        for record in data["records"]:
+            record["create_time"] += clock_step
+        session.state.path.write_text(json.dumps(data))
     with client.client_for(f"http://127.0.0.1:{port}") as http:
         client.load(http, model.name, keep_alive="5m", options={}, timeout=10)
         # the stand-in's control endpoint: the next chat kills the whole server after two chunks
@@ -496,3 +505,30 @@ def test_a_model_loaded_by_infer_alone_is_recorded_and_unloaded(session_for, sta
     # after a stop, the next first use is checked again
     assert session.infer(model, ChatRequest(messages=FRANCE)).ok
     assert len(model_records(session)) == 1
+
+
+def test_records_of_other_runs_come_from_the_context_state(ollama, make_session):
+    """The plugin sees other runs' records through `ctx.state.records(..., any_run=True)`, whatever store the core
+    hands it (here one that is not a file in a folder), never by opening a second store of its own."""
+    from jarvis_ollama import server as server_module
+
+    class MemoryState:
+        """A run-scoped state as the core could hand it: only its public API."""
+
+        run_ids = {"run-1"}
+
+        def __init__(self, records):
+            self._records = records
+
+        def records(self, engine=None, kind=None, *, any_run=False):
+            return [r for r in self._records if (engine is None or r["engine"] == engine)
+                    and (kind is None or r["kind"] == kind) and (any_run or r["run_id"] in self.run_ids)]
+
+    me = psutil.Process()
+    theirs = {"id": "x", "engine": "ollama", "kind": "process", "run_id": "loadout:daily", "pid": me.pid,
+              "create_time": me.create_time(), "address": "http://127.0.0.1:1"}
+    session = make_session({"engines": {"ollama": {"url": "http://127.0.0.1:1"}}})
+    ctx = session.context("ollama")
+    ctx.state = MemoryState([theirs])
+    assert server_module.running_records(ctx, "http://127.0.0.1:1") == []
+    assert server_module.running_records(ctx, "http://127.0.0.1:1", any_run=True) == [theirs]

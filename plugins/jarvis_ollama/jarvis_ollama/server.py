@@ -151,12 +151,7 @@ def is_local(host: str) -> bool:
 def running_records(ctx: EngineContext, url: str | None = None, *, any_run: bool = False) -> list[dict[str, Any]]:
     """Process records of servers Jarvis started that still run (optionally only those at `url`). `ctx.state` may
     be scoped to one run; `any_run` also looks at the records of other runs and loadouts in the same state folder."""
-    store = ctx.state
-    if any_run and getattr(store, "run_ids", None) is not None:
-        from jarvis_core.state import StateStore
-
-        store = StateStore(store.dir)
-    return [r for r in store.records(ENGINE, "process")
+    return [r for r in ctx.state.records(ENGINE, "process", any_run=any_run)
             if (url is None or r.get("address") == url) and isinstance(r.get("pid"), int)
             and processes.is_running(r["pid"], r.get("create_time"))]
 
@@ -272,8 +267,9 @@ def end_recorded(ctx: EngineContext, record: dict[str, Any]) -> bool:
     ended = False
     if isinstance(pid, int):
         timeout = min(ctx.config.timeouts.stop, 15.0)
+        # After a crash of the server, end_tree ends what is left of its process group (its runners, which hold the
+        # models' memory), allowing for a stepped clock: nothing to add here.
         ended = processes.end_tree(pid, record.get("create_time"), timeout=timeout)
-        ended = end_orphans(pid, record.get("create_time")) > 0 or ended
         child = _children.pop(pid, None)
         if child is not None:
             try:
@@ -282,52 +278,6 @@ def end_recorded(ctx: EngineContext, record: dict[str, Any]) -> bool:
                 pass
     ctx.state.remove(record["id"])
     return ended
-
-
-def end_orphans(pid: int, created: float | None) -> int:
-    """End what is left of a server's tree after the server itself died (a crash): its runners, which hold the
-    model's memory. `processes.end_tree` only walks the tree of a live root, so they are found here: on POSIX by
-    the process group the server led (spawned in a new session), on Windows by the parent PID they still carry.
-    Only processes born after the recorded server are touched, and nothing when the PID now names another process.
-    """
-    import psutil
-
-    if created is None:
-        return 0
-    try:
-        current = psutil.Process(pid)
-        if abs(current.create_time() - created) > 0.05:
-            return 0  # the PID was reused: its group or children are not ours
-    except psutil.NoSuchProcess:
-        pass
-    except psutil.Error:
-        return 0
-    victims = []
-    for proc in psutil.process_iter(["ppid"]):
-        try:
-            if proc.pid in (pid, os.getpid()) or proc.create_time() < created - 0.05:
-                continue
-            if sys.platform == "win32":
-                ours = proc.info.get("ppid") == pid
-            else:
-                ours = os.getpgid(proc.pid) == pid
-            if ours and proc.status() != psutil.STATUS_ZOMBIE:
-                victims.append(proc)
-        except (psutil.Error, OSError):
-            continue
-    for proc in victims:
-        try:
-            proc.terminate()
-        except psutil.Error:
-            pass
-    _, alive = psutil.wait_procs(victims, timeout=3)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(alive, timeout=3)
-    return len(victims)
 
 
 def tray_processes() -> list[Any]:
