@@ -199,3 +199,40 @@ def test_stream_parsing_of_odd_lines():
     assert cut.output_tokens == 1 and cut.token_source == "estimated"
     garbage = client.chat(mock_server([line("Hi"), b"{oops\n"]), "m", request)
     assert not garbage.ok and "unreadable" in garbage.error
+
+
+@pytest.fixture
+def connects(monkeypatch):
+    """`connects(port)`: how many TCP connections were opened to that port; each one is made 0.2 s slow."""
+    import socket
+
+    original = socket.create_connection
+    made: list[int] = []
+
+    def slow_connect(address, *args, **kwargs):
+        made.append(address[1])
+        time.sleep(0.2)
+        return original(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", slow_connect)
+    return lambda port: made.count(port)
+
+
+def test_t_send_leaves_out_the_connect_and_connections_are_reused(session_for, standin, ref, connects):
+    """t_send is "request written" (httpx's trace, as jarvis_core.openai_api stamps it): a slow TCP connect is not
+    part of TTFT. One client per address: warmup and the requests after it share one warm connection."""
+    server = standin(token_delay=0.001)
+    session = session_for(port=server.port)
+    model = ref(session, "qwen2.5:0.5b")
+    began = time.perf_counter_ns()
+    first = session.infer(model, ChatRequest(messages=FRANCE, stream=True))
+    assert first.ok, first.error
+    assert first.t_send - began >= 200_000_000  # stamped after the (slow) connect, not before it
+    assert first.t_first_token - first.t_send < 200_000_000
+    for stream in (True, False, True):
+        assert session.infer(model, ChatRequest(messages=FRANCE, stream=stream)).ok
+    session.warmup(model)
+    assert session.infer(model, ChatRequest(messages=FRANCE, stream=True)).ok
+    assert connects(server.port) == 1
+    session.stop("ollama")
+    assert server.url not in client._shared  # stop closes the shared client

@@ -171,12 +171,12 @@ def infer(ctx: EngineContext, model: ModelRef, request: ChatRequest) -> InferRes
     settings: OllamaSettings = ctx.settings
     keep_alive = normalize_keep_alive(request.keep_alive) if request.keep_alive is not None \
         else loading.keep_alive_for(ctx)
-    with client.client_for(settings.url, timeout=request.timeout) as http:
-        try:
-            loading.note_first_use(ctx, http, model.name)
-        except OSError:  # the state file could not be written: measuring goes on, and stop cannot unload it
-            pass
-        return client.chat(http, model.name, request, keep_alive=keep_alive, num_ctx=settings.num_ctx)
+    http = client.shared_client(settings.url)  # a warm connection: no TTFT pays for a new client or a connect
+    try:
+        loading.note_first_use(ctx, http, model.name)
+    except OSError:  # the state file could not be written: measuring goes on, and stop cannot unload it
+        pass
+    return client.chat(http, model.name, request, keep_alive=keep_alive, num_ctx=settings.num_ctx)
 
 
 @hookimpl
@@ -185,11 +185,13 @@ def stop(ctx: EngineContext) -> StopResult | None:
         return None
     from jarvis_core.engine import StopResult
 
-    from . import loading, server
+    from . import client, loading, server
 
     settings: OllamaSettings = ctx.settings
     done, left, released = loading.unload_recorded(ctx)
     records = ctx.state.records(ENGINE, "process")
+    for url in {settings.url, *(str(r.get("address")) for r in records if r.get("address"))}:
+        client.close_shared(url)
     for record in records:
         if server.end_recorded(ctx, record):
             address = record.get("address")

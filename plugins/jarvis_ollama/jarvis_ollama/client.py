@@ -1,14 +1,17 @@
 """Ollama's native REST API (engines.md §1): liveness, models on disk and in memory, load/unload, pull and chat.
 
-Chat follows metrics.md: every NDJSON line is stamped on arrival, before parsing; the first token is the first line
-with non-empty `message.content` or `message.thinking`; token counts are the server's (`eval_count`). An error line
-inside a stream, a stream that ends without its `done` line, or a broken connection make an error result.
+Chat follows metrics.md, as `jarvis_core.openai_api` does: `t_send` is when the request body is on the wire (httpx
+trace), over one pooled client per server (`shared_client`); every NDJSON line is stamped on arrival, before
+parsing; the first token is the first line with non-empty `message.content` or `message.thinking`; token counts are
+the server's (`eval_count`). An error line inside a stream, a stream that ends without its `done` line, or a broken
+connection make an error result.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -36,9 +39,32 @@ class OllamaAPIError(Exception):
 
 
 def client_for(url: str, timeout: float = 300.0) -> httpx.Client:
+    """A new client, for one-off calls (probes, pulls, unloads); close it after use."""
     from jarvis_core.http import make_client
 
     return make_client(url, timeout=timeout, connect_timeout=min(5.0, timeout))
+
+
+_shared: dict[str, httpx.Client] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_client(url: str) -> httpx.Client:
+    """The one client per server for warmup and inference, so every request reuses a warm connection: no TTFT
+    includes building a client or a TCP connect. Every call passes its own timeout. Closed by `close_shared`."""
+    with _shared_lock:
+        client = _shared.get(url)
+        if client is None or client.is_closed:
+            client = _shared[url] = client_for(url)
+        return client
+
+
+def close_shared(url: str) -> None:
+    """Close the shared client of `url` (the server is being stopped); the next request opens a new one."""
+    with _shared_lock:
+        client = _shared.pop(url, None)
+    if client is not None:
+        client.close()
 
 
 def version(client: httpx.Client, timeout: float = 2.0) -> str | None:
@@ -215,11 +241,20 @@ def chat(client: httpx.Client, model: str, request: ChatRequest, *, keep_alive: 
 
     body = json.dumps(chat_body(model, request, keep_alive=keep_alive, num_ctx=num_ctx)).encode()
     result = InferResult(stream=request.stream, t_send=0)
+    clock = time.perf_counter_ns
+
+    def trace(event: str, info: Any) -> None:
+        # metrics.md: t_send is "request written", stamped as jarvis_core.openai_api does: when httpcore has put the
+        # body on the wire, so building the request and, on a fresh connection, the TCP connect stay out of TTFT.
+        if event == "http11.send_request_body.complete":
+            result.t_send = clock()
+
     deadline = 0
     try:
-        result.t_send = time.perf_counter_ns()
+        result.t_send = clock()  # kept if the request never gets written (connection refused)
         deadline = result.t_send + int(request.timeout * 1e9)
-        with client.stream("POST", "/api/chat", content=body, headers=_JSON, timeout=request.timeout) as response:
+        with client.stream("POST", "/api/chat", content=body, headers=_JSON, timeout=request.timeout,
+                           extensions={"trace": trace}) as response:
             if response.status_code >= 400:
                 result.t_first_byte = time.perf_counter_ns()
                 result.error = error_message(response.status_code, response.read())
@@ -254,7 +289,8 @@ def _read_stream(response: httpx.Response, result: InferResult, deadline: int) -
     pieces: list[str] = []
     done = False
     lines = stamped_lines(response)
-    for arrived, line in lines:
+    reads = iter(lines)
+    for arrived, line in reads:
         if result.t_first_byte is None:
             result.t_first_byte = lines.first_byte
         if not line.strip():
@@ -287,6 +323,9 @@ def _read_stream(response: httpx.Response, result: InferResult, deadline: int) -
             result.error = "timed out before the answer was complete"
             break
     result.t_end = time.perf_counter_ns()
+    if done:
+        for _ in reads:  # read the body's end, so the connection goes back to the pool for the next request
+            pass
     result.text = "".join(pieces)
     if result.error is None and not done:
         result.error = "the stream ended before the answer was complete (Ollama or its runner died?)"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from jarvis_core.engine import ChatRequest, Message, WarmupResult
 from jarvis_core.errors import EngineError, EngineTimeoutError, EngineUnavailableError, ModelMissingError
 
-from .client import OllamaAPIError, chat, client_for, find, load, options_for, ps, unload, version
+from .client import OllamaAPIError, chat, client_for, find, load, options_for, ps, shared_client, unload, version
 from .names import canonical, same_model
 from .settings import normalize_keep_alive
 
@@ -81,43 +81,43 @@ def warmup(ctx: EngineContext, model: ModelRef) -> WarmupResult:
     url, name = settings.url, model.name
     timeout = ctx.config.timeouts.start
     keep_alive = keep_alive_for(ctx)
-    with client_for(url, timeout=timeout) as client:
-        if version(client) is None:
-            raise EngineUnavailableError(f"No Ollama server answers at {url}, so '{name}' cannot be loaded; start "
-                                         f"Ollama (ollama serve) or check engines.ollama.url / OLLAMA_HOST.",
-                                         engine=ENGINE)
-        try:
-            loaded_before = find(ps(client), name) is not None
-        except (httpx.HTTPError, OllamaAPIError):
-            loaded_before = False
-        record = None
-        if not loaded_before and not _recorded(ctx, name, url):
-            record = ctx.state.add(ENGINE, "model", run_id=ctx.run_id, model=name, address=url)
-        _checked.add((str(ctx.state.path), ctx.run_id, url, canonical(name)))
-        t0 = time.perf_counter()
-        try:
-            reply = load(client, name, keep_alive=keep_alive, options=options_for(None, settings.num_ctx),
-                         timeout=timeout)
-        except httpx.TimeoutException:
-            raise EngineTimeoutError(f"Ollama did not load '{name}' within {timeout:g} s (timeouts.start in "
-                                     f"config.yaml); raise it if the model needs longer to load.",
-                                     engine=ENGINE) from None
-        except OllamaAPIError as exc:
-            if record is not None:
-                ctx.state.remove(record["id"])
-            if exc.status == 404:
-                raise ModelMissingError(f"Model '{name}' is not on the Ollama server at {url}: pull it with "
-                                        f"'ollama pull {name}', or run Jarvis with --force-download.",
-                                        engine=ENGINE) from None
-            raise EngineError(f"Ollama could not load '{name}': {exc.message}", engine=ENGINE) from None
-        except httpx.HTTPError as exc:
-            raise EngineError(f"Ollama stopped answering while loading '{name}' ({type(exc).__name__}: {exc}); "
-                              f"see its log.", engine=ENGINE) from None
-        t_loaded = time.perf_counter()
-        request = ChatRequest(messages=[Message("user", WARMUP_PROMPT)], stream=True, max_tokens=WARMUP_TOKENS,
-                              timeout=ctx.config.timeouts.request)
-        answer = chat(client, name, request, keep_alive=keep_alive, num_ctx=settings.num_ctx)
-        t_done = time.perf_counter()
+    client = shared_client(url)  # the connection the test requests will reuse; every call sets its own timeout
+    if version(client) is None:
+        raise EngineUnavailableError(f"No Ollama server answers at {url}, so '{name}' cannot be loaded; start "
+                                     f"Ollama (ollama serve) or check engines.ollama.url / OLLAMA_HOST.",
+                                     engine=ENGINE)
+    try:
+        loaded_before = find(ps(client), name) is not None
+    except (httpx.HTTPError, OllamaAPIError):
+        loaded_before = False
+    record = None
+    if not loaded_before and not _recorded(ctx, name, url):
+        record = ctx.state.add(ENGINE, "model", run_id=ctx.run_id, model=name, address=url)
+    _checked.add((str(ctx.state.path), ctx.run_id, url, canonical(name)))
+    t0 = time.perf_counter()
+    try:
+        reply = load(client, name, keep_alive=keep_alive, options=options_for(None, settings.num_ctx),
+                     timeout=timeout)
+    except httpx.TimeoutException:
+        raise EngineTimeoutError(f"Ollama did not load '{name}' within {timeout:g} s (timeouts.start in "
+                                 f"config.yaml); raise it if the model needs longer to load.",
+                                 engine=ENGINE) from None
+    except OllamaAPIError as exc:
+        if record is not None:
+            ctx.state.remove(record["id"])
+        if exc.status == 404:
+            raise ModelMissingError(f"Model '{name}' is not on the Ollama server at {url}: pull it with "
+                                    f"'ollama pull {name}', or run Jarvis with --force-download.",
+                                    engine=ENGINE) from None
+        raise EngineError(f"Ollama could not load '{name}': {exc.message}", engine=ENGINE) from None
+    except httpx.HTTPError as exc:
+        raise EngineError(f"Ollama stopped answering while loading '{name}' ({type(exc).__name__}: {exc}); "
+                          f"see its log.", engine=ENGINE) from None
+    t_loaded = time.perf_counter()
+    request = ChatRequest(messages=[Message("user", WARMUP_PROMPT)], stream=True, max_tokens=WARMUP_TOKENS,
+                          timeout=ctx.config.timeouts.request)
+    answer = chat(client, name, request, keep_alive=keep_alive, num_ctx=settings.num_ctx)
+    t_done = time.perf_counter()
     if not answer.ok:
         raise EngineError(f"The warmup request to '{name}' on Ollama failed: {answer.error}", engine=ENGINE)
     reported = reply.get("load_duration")
