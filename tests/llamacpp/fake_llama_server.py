@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -100,7 +101,10 @@ def main() -> int:
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
 
-    server = ThreadingHTTPServer((args.host, args.port), Handler)
+    class Server(ThreadingHTTPServer):
+        address_family = socket.AF_INET6 if ":" in args.host else socket.AF_INET  # `--host ::` as uvicorn takes it
+
+    server = Server((args.host, args.port), Handler)
     print(f"fake llama_cpp.server: serving {alias} on {args.host}:{args.port}", flush=True)
     try:
         server.serve_forever()

@@ -216,3 +216,19 @@ def test_logs_one_per_server_kept_only_when_it_failed(fake, tmp_path):
         fake.start(fake.resolve("lc_broken"))
     kept = list((tmp_path / "state" / "logs").glob("llamacpp-*.log"))
     assert len(kept) == 1 and str(kept[0]) in str(caught.value)
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0", "::"])
+def test_a_server_bound_to_every_interface_is_reached_on_loopback(session_for, fake_python, tmp_path, bind):
+    """It binds where configured, but Jarvis connects to 127.0.0.1 (0.0.0.0 is no address to connect to)."""
+    write_gguf(tmp_path / "models" / "tiny.gguf")
+    session = session_for(python=fake_python, host=bind)
+    ref = session.resolve("lc_tiny")
+    started = session.start(ref)
+    [record] = session.state.records("llamacpp")
+    assert started.address == f"http://127.0.0.1:{record['port']}" == record["address"]
+    assert record["host"] == "127.0.0.1" and record["cmd"][record["cmd"].index("--host") + 1] == bind
+    assert session.infer(ref, ChatRequest(FRANCE, stream=True)).ok
+    assert session.detect("llamacpp").address == started.address
+    stopped = session.stop("llamacpp")
+    assert stopped.memory_released is True and not port_open("127.0.0.1", record["port"])

@@ -56,6 +56,19 @@ def _forget_client(address: str) -> None:
         existing.close()
 
 
+def _free_port(host: str) -> int:
+    """A port free on the address the server will bind (IPv6 ones too: `processes.free_port` is IPv4 only)."""
+    import socket
+
+    from jarvis_core import processes
+
+    if ":" not in host:
+        return processes.free_port(host)
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
 # --- the records ----------------------------------------------------------------------------------------------------
 
 
@@ -124,15 +137,16 @@ def start(ctx: EngineContext, name: str) -> StartResult:
     if not runtime.installed:
         raise EngineUnavailableError(not_installed_message(settings.python, runtime.problem), engine=ENGINE)
 
-    port = processes.free_port(settings.host)
-    address = f"http://{settings.host}:{port}"
+    port = _free_port(settings.host)
+    host = settings.connect_host  # where clients connect: loopback when it binds every interface
+    address = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     cmd = server_command(settings, file, name, port)
     log = ctx.state.log_path(f"llamacpp-{port}.log")  # one per server: runs side by side never share a log
     log.write_text(f"# jarvis started: {shlex.join(cmd)}\n", encoding="utf-8")
     proc = processes.spawn(cmd, log_path=log)
     _popens[proc.pid] = proc
     record = ctx.state.add(ENGINE, KIND, run_id=ctx.run_id, pid=proc.pid,
-                           create_time=processes.create_time(proc.pid), host=settings.host, port=port,
+                           create_time=processes.create_time(proc.pid), host=host, port=port,
                            address=address, model=str(file), alias=name, log=str(log), cmd=cmd,
                            version=runtime.version)
     what = f"The llama.cpp server for {name} (pid {proc.pid}, {address})"
@@ -184,6 +198,8 @@ def _end(ctx: EngineContext, record: dict[str, Any], *, keep_log: bool = False) 
             pass
     _forget_client(record.get("address", ""))
     host, port = record.get("host", "127.0.0.1"), record.get("port")
+    if host in ("0.0.0.0", "::"):  # records written before connect_host: the server bound every interface
+        host = "127.0.0.1"
     closed = True
     if port:
         deadline = time.monotonic() + PORT_CLOSE_TIMEOUT

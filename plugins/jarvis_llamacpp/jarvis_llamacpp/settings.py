@@ -29,7 +29,8 @@ class LlamaCppSettings:
     python: str = field(default_factory=lambda: sys.executable)
     """The interpreter that has `llama-cpp-python[server]` installed; the server runs as `python -m llama_cpp.server`."""
     host: str = "127.0.0.1"
-    """Address the server listens on. Keep it on loopback: the server has no authentication."""
+    """Address the server listens on. Keep it on loopback: the server has no authentication. With `0.0.0.0` or `::`
+    Jarvis still connects to it on 127.0.0.1."""
     n_ctx: int = 2048
     """Context size the server is started with (llama.cpp fixes it per server, not per request)."""
     n_threads: int | None = None
@@ -48,6 +49,12 @@ class LlamaCppSettings:
             raise ValueError("python must name an interpreter; leave it out to use the one running Jarvis")
         self.python = os.path.expanduser(self.python)
         self.models_dir = Path(os.path.expanduser(str(self.models_dir)))
+
+    @property
+    def connect_host(self) -> str:
+        """Where clients connect: the server binds where configured, but one bound to every interface (`0.0.0.0`,
+        `::`) is reached on loopback."""
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
 
     def apply_environment(self, environ: Mapping[str, str]) -> LlamaCppSettings:
         """Called by the core after building the settings from config.yaml: `JARVIS_LLAMACPP_MODELS` wins."""
