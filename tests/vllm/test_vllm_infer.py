@@ -115,3 +115,26 @@ def test_a_local_server_already_serving_the_model_is_reused_and_left_alone(sessi
         assert found.reachable and not found.started_by_jarvis
         stopped = session.stop("vllm")
         assert stopped.stopped == [] and session.infer(session.resolve(f"vllm:{MODEL}"), ChatRequest(FRANCE)).ok
+
+
+def test_server_info_gives_up_quickly_on_a_port_that_never_answers():
+    """server_info (openai_api.list_models with a short timeout): a port that accepts but never answers is "no
+    server" within about 2 s, not the default 5 s."""
+    import socket
+    import time
+
+    from jarvis_vllm import common
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        began = time.monotonic()
+        assert common.server_info(f"http://127.0.0.1:{sock.getsockname()[1]}") is None
+        assert time.monotonic() - began < 4.0
+
+
+def test_server_info_of_the_standin(server):
+    from jarvis_vllm import common
+
+    info = common.server_info(server.url)
+    assert info is not None and info.names == ["qwen-small"] and info.roots == [MODEL] and info.version == "0.11.2"

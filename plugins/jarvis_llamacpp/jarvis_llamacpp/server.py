@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -200,14 +199,7 @@ def _end(ctx: EngineContext, record: dict[str, Any], *, keep_log: bool = False) 
     host, port = record.get("host", "127.0.0.1"), record.get("port")
     if host in ("0.0.0.0", "::"):  # records written before connect_host: the server bound every interface
         host = "127.0.0.1"
-    closed = True
-    if port:
-        deadline = time.monotonic() + PORT_CLOSE_TIMEOUT
-        while processes.port_open(host, port, timeout=0.2):
-            if time.monotonic() >= deadline:
-                closed = False
-                break
-            time.sleep(0.05)
+    closed = not port or processes.wait_port_closed(host, port, timeout=PORT_CLOSE_TIMEOUT)
     ctx.state.remove(record["id"])
     log = Path(record.get("log") or "")
     if was_running and closed and not keep_log and log.parent == ctx.state.logs_dir and log.name.endswith(".log"):

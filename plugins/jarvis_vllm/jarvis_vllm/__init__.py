@@ -231,7 +231,7 @@ def infer(ctx: EngineContext, model: ModelRef, request: ChatRequest) -> InferRes
 def stop(ctx: EngineContext) -> StopResult | None:
     if ctx.engine != ENGINE:
         return None
-    from jarvis_core import gpu
+    from jarvis_core import gpu, processes
 
     from . import common, docker_runtime, process_runtime
 
@@ -260,7 +260,7 @@ def stop(ctx: EngineContext) -> StopResult | None:
         common.close_client(f"http://{record.get('host') or '127.0.0.1'}:{record.get('port')}")
     common.close_client(settings.base_url)
     for host, port in sorted(ports):
-        if not docker_runtime.wait_port_closed(host, port, timeout=min(10.0, ctx.config.timeouts.stop)):
+        if not processes.wait_port_closed(host, port, timeout=min(10.0, ctx.config.timeouts.stop)):
             notes.append(f"port {port} on {host} is still open (something else answers there)")
     if records and not result.left_running:
         if baselines:

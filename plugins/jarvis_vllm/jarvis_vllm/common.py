@@ -61,12 +61,11 @@ def server_info(base_url: str) -> ServerInfo | None:
     """What a vLLM-like server answering `/v1/models` at base_url serves, else None."""
     import httpx
 
+    from jarvis_core.openai_api import list_models
+
     with probe_client(base_url, timeout=2.0) as client:
-        try:  # openai_api.list_models() would wait 5 s on a port that accepts but never answers
-            response = client.get("/v1/models")
-            response.raise_for_status()
-            data = response.json().get("data")
-            models = [m for m in data if isinstance(m, dict)] if isinstance(data, list) else []
+        try:  # a short timeout: a port that accepts but never answers must not hold detection up
+            models = list_models(client, timeout=2.0)
         except (httpx.HTTPError, ValueError, AttributeError):
             return None
         return ServerInfo([str(m.get("id")) for m in models], version(client),

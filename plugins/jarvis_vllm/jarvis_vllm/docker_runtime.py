@@ -7,7 +7,6 @@ with the configured name but without them belongs to someone else and is never t
 from __future__ import annotations
 
 import shlex
-import time
 from contextlib import closing
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -470,14 +469,3 @@ def stop_record(ctx: EngineContext, record: dict[str, Any], stop_timeout: float)
         _remove(container)
         ctx.state.remove(record["id"])
         return [f"container {name} ({container.short_id}) stopped and removed"], [], ""
-
-
-def wait_port_closed(host: str, port: int, timeout: float = 10.0) -> bool:
-    from jarvis_core import processes
-
-    deadline = time.monotonic() + timeout
-    while processes.port_open(host, port, timeout=0.2):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.1)
-    return True
