@@ -150,6 +150,7 @@ def test_real_vllm_missing_model_in_the_offline_cache(real_session, monkeypatch)
     from jarvis_vllm.hfcache import CacheCheck
 
     monkeypatch.setattr(jarvis_vllm, "_check", lambda settings, model: CacheCheck(True, "pretend present"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # the tests' default: Jarvis itself must not set it
     session = real_session()
     with pytest.raises(EngineError) as info:
         session.start(session.resolve("vllm:jarvis-test/not-cached"))
