@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any, Literal, Mapping, Union
 from .errors import ConfigError
 
 CONFIG_NAME = "config.yaml"
+_SECRET_KEY = re.compile(r"token|secret|password|api_?key", re.IGNORECASE)
 
 
 @dataclass
@@ -130,7 +132,8 @@ def _convert(tp: Any, value: Any, source: str | None, path: str) -> Any:
     args = typing.get_args(tp)
 
     def fail(expected: str) -> ConfigError:
-        return ConfigError(f"expected {expected}, found {_describe(value)}", source=source, path=path)
+        found = "a value (not shown: the key looks secret)" if _SECRET_KEY.search(path) else _describe(value)
+        return ConfigError(f"expected {expected}, found {found}", source=source, path=path)
 
     if tp is Any:
         return value

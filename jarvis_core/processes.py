@@ -87,7 +87,9 @@ def end_tree(pid: int, created: float | None, *, timeout: float = 10.0) -> bool:
     """
     root = _same_process(pid, created)
     if root is None:
-        return _end_orphans(pid, created)
+        # Only a root that is really gone leaves orphans of ours; a PID now held by another process is not ours,
+        # and neither is the group it may lead.
+        return _end_orphans(pid, created) if _gone(pid) else False
     try:
         tree = root.children(recursive=True)  # snapshot first: a dead parent hides its children
     except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -108,6 +110,15 @@ def end_tree(pid: int, created: float | None, *, timeout: float = 10.0) -> bool:
         except (ProcessLookupError, PermissionError):
             pass
     return True
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.AccessDenied:
+        return False
 
 
 def _end_orphans(pid: int, created: float | None) -> bool:

@@ -168,3 +168,24 @@ def test_config_lookup_order(run, echo, isolated, monkeypatch):
 
 def test_no_config_file_at_all_uses_defaults(run, echo):
     assert json.loads(run("engines", "--json").output)[0]["address"] == "http://127.0.0.1:1"
+
+
+def test_config_errors_do_not_show_values_of_secret_looking_keys(run, use_plugin, isolated):
+    from dataclasses import dataclass
+
+    from jarvis_core import EngineSpec, hookimpl
+
+    @dataclass
+    class Settings:
+        api_key: str | None = None
+
+    class Keyed:
+        @hookimpl
+        def register_engines(self, register):
+            register(EngineSpec("keyed", ("keyed_",), settings=Settings))
+
+    use_plugin(Keyed(), "keyed")
+    (isolated / "config.yaml").write_text("engines:\n  keyed:\n    api_key: [sk-very-secret]\n")
+    result = run("engines")
+    assert result.exit_code == 2 and "engines.keyed.api_key" in result.output
+    assert "sk-very-secret" not in result.output

@@ -118,3 +118,20 @@ def test_concurrent_writers_lose_no_record(tmp_path):
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
     assert len(StateStore(tmp_path).records()) == 120
     assert not (tmp_path / "state.lock").exists()
+
+
+def test_a_reused_root_pid_leading_its_own_group_is_left_alone(tmp_path):
+    """The recorded root is gone and its PID now belongs to another process leading its own group: nothing of that
+    group is ended (it is not ours), even members born after our record."""
+    foreign = spawn([sys.executable, "-c", PARENT], log_path=tmp_path / "foreign.log")  # leads its own group
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "foreign.log").read_text().strip() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        child = int((tmp_path / "foreign.log").read_text().split()[0])
+        stale_record_time = create_time(foreign.pid) - 3600  # "our" process of long ago had this PID
+        assert not end_tree(foreign.pid, stale_record_time, timeout=1)
+        assert foreign.poll() is None and psutil.Process(child).is_running()
+    finally:
+        end_tree(foreign.pid, create_time(foreign.pid), timeout=5)
+        foreign.wait(timeout=5)
