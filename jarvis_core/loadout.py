@@ -11,9 +11,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from . import lifecycle
 from .config import Config
 from .engine import Availability
-from .errors import EngineNotInstalledError, JarvisError, ModelMissingError, UsageError
+from .errors import EngineNotInstalledError, JarvisError, UsageError
 from .gpu import gpu_memory, wait_for_release
 from .modelid import ModelRef
 from .session import Session
@@ -154,39 +155,30 @@ def up(session: Session, name: str, model_ids: list[str], say: Callable[[str], N
             refs.append(session.resolve(model_id))
         except EngineNotInstalledError as exc:
             result.models.append(ModelState(model_id, status="unavailable", detail=str(exc)))
-    ready: list[tuple[ModelRef, Availability]] = []
+    ready: list[tuple[ModelRef, lifecycle.Verdict]] = []
     resident: set[str] = set()
     for ref in refs:
         detection = session.detect(ref.engine)
-        if not detection.usable:
-            result.models.append(ModelState(ref.canonical, ref.engine, status="unavailable", detail=detection.detail))
-            continue
-        availability = session.is_available(ref)
-        if not availability.present and not session.force_download:
-            fix = f"jarvis loadout up {name} --force-download"
-            result.models.append(ModelState(ref.canonical, ref.engine, present=False, status="MISSING",
-                                            detail=f"{availability.detail}; fix: {fix}"))
+        verdict = lifecycle.check(session, ref, detection, fix=f"jarvis loadout up {name} --force-download")
+        if verdict.status in ("missing", "unavailable"):
+            missing = verdict.status == "missing"
+            result.models.append(ModelState(ref.canonical, ref.engine, present=False if missing else None,
+                                            status="MISSING" if missing else "unavailable", detail=verdict.detail))
             continue
         if any(_same_model(k, ref.name) for k in detection.loaded_models or ()):
             resident.add(ref.canonical)  # already counted in the GPU's used memory: not needed again
-        ready.append((ref, availability))
-    check_fit([(r, a) for r, a in ready if r.canonical not in resident])
+        ready.append((ref, verdict))
+    check_fit([(r, v.availability) for r, v in ready if r.canonical not in resident and v.availability])
     if not session.state.records(kind="baseline"):
         gpus = gpu_memory()
         if gpus:
             session.state.add("jarvis", "baseline", used_mib=gpus[0].used_mib)
-    for ref, availability in ready:
+    for ref, verdict in ready:
         item = ModelState(ref.canonical, ref.engine, present=True)
         try:
-            if not availability.present:
-                say(f"{ref.canonical}: pulling")
-                pulled = session.pull(ref)
-                if not pulled.present:
-                    raise ModelMissingError(pulled.detail or f"{ref.name} could not be downloaded", engine=ref.engine)
-            started = session.start(ref)
-            warm = session.warmup(ref)
+            started, warm = lifecycle.bring_up(session, ref, verdict, say=say)
             item.loaded, item.status = True, "loaded"
-            item.detail = f"at {started.address}, cold start {warm.cold_start_s:.2f} s"
+            item.detail = f"at {started.address}" + (f", cold start {warm.cold_start_s:.2f} s" if warm else "")
         except JarvisError as exc:
             item.status, item.detail = "error", str(exc)
         say(f"{ref.canonical}: {item.status} {item.detail}".rstrip())

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import __version__
+from . import __version__, lifecycle
 from .engine import ChatRequest, Detection, InferResult, Message
 from .gpu import gpu_memory, wait_for_release
 from .errors import EngineError, EngineNotInstalledError, EngineUnavailableError, JarvisError, ModelMissingError
@@ -98,32 +98,23 @@ class Runner:
             return
         self.say(f"[{setup.name}] {label}")
         detection = self._detect(ref.engine)
-        if not detection.usable:
-            self._cells(setup, label, ref.engine, todo, "unavailable", detection.detail or "engine not installed")
-            return
+        warmups = ref.flags.warmup if ref.flags.warmup is not None else self.suite.defaults.warmup
         try:
-            availability = self.session.is_available(ref)
-            if not availability.present:
-                if not self.session.force_download:
-                    fix = availability.fix or "rerun with --force-download"
-                    self.say(f"  MISSING: {availability.detail or ref.name} (fix: {fix})")
-                    self._cells(setup, label, ref.engine, todo, "missing",
-                                f"{availability.detail or 'not present locally'}; fix: {fix}")
-                    return
-                self.say(f"  pulling {ref.name}")
-                availability = self.session.pull(ref)
-                if not availability.present:
-                    raise ModelMissingError(availability.detail or f"{ref.name} could not be downloaded")
-            self._make_room(ref.engine)
-            started = self.session.start(ref)
+            verdict = lifecycle.check(self.session, ref, detection, fix="jarvis run --force-download")
+            if verdict.status in ("missing", "unavailable"):
+                if verdict.status == "missing":
+                    self.say(f"  MISSING: {verdict.detail}")
+                self._cells(setup, label, ref.engine, todo, verdict.status, verdict.detail)
+                return
+            # Active before it starts: a start that fails half-way is still torn down (stop works from the records).
             self._active[ref.engine] = label
+            started, warm = lifecycle.bring_up(self.session, ref, verdict, warm=warmups > 0, say=self.say,
+                                               before_start=lambda: self._make_room(ref.engine))
             if ref.engine not in self._engine_recorded:
                 self._engine_recorded.add(ref.engine)
                 self._write({"type": "engine", "engine": ref.engine, "version": started.version or detection.version,
                              "address": started.address, "started_by_jarvis": started.started})
-            warmups = ref.flags.warmup if ref.flags.warmup is not None else self.suite.defaults.warmup
-            if warmups > 0:
-                warm = self.session.warmup(ref)
+            if warm is not None:
                 for _ in range(warmups - 1):
                     self.session.infer(ref, self._request(None, ref))
                 self.say(f"  cold start {warm.cold_start_s:.2f} s" +
@@ -140,6 +131,7 @@ class Runner:
             self.say(f"  error: {exc}")
             self._cells(setup, label, ref.engine, todo, "error", str(exc))
             return
+        availability = verdict.availability
         cold_pending = warmups == 0
         capabilities = entry.capabilities if entry.capabilities is not None else availability.capabilities
         runnable = []

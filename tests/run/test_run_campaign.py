@@ -193,7 +193,7 @@ def test_console_shows_progress_and_a_summary_marking_missing(outcome: Outcome) 
     assert f"[ollama] {QWEN}" in out and f"[vllm] {GOOD_STREAM}" in out
     assert "  capital 1: ok TTFT" in out and "  capital 2: ok TTFT" in out
     assert "  capital 1: ok E2E" in out, "non-streamed samples show their end-to-end time"
-    assert "MISSING: " in out and "(fix: ollama pull absent:1b)" in out
+    assert "MISSING: " in out and "fix: jarvis run --force-download, or ollama pull absent:1b" in out
     table = out[out.index("SETUP"):]
     missing_rows = [line for line in table.splitlines() if ABSENT in line]
     assert len(missing_rows) == 3 and all(" MISSING " in line for line in missing_rows)
