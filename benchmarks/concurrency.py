@@ -24,8 +24,8 @@ ended. Achieved = tokens received / (last token's arrival − first request's t_
   (sync pool) how many times it polled an idle socket for readability: `has_expired()` does one `poll()` per idle
   connection in every assignment pass, each a GIL release and re-acquisition among N threads.
 
-Clients at N = 64 besides Jarvis (see concurrency_client.py): benchmarks/proposed.py's `chat`, with and without its
-`make_client`, and httpx 0.28's and httpx2's `AsyncClient` (the issue's 265 ms delivery delay).
+Clients at N = 64 besides Jarvis (see concurrency_client.py): httpx 0.28's and httpx2's `AsyncClient` (the issue's
+265 ms delivery delay).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def run(quick: bool = False, compare: bool = True) -> Outcome:
     tokens = 25 if quick else TOKENS
     plan = [("jarvis", 1), ("jarvis", 8), ("jarvis", 64)]
     if compare:
-        plan += [("jarvis-proposed-chat", 64), ("jarvis-proposed", 64), ("httpx-async", 64), ("httpx2-async", 64)]
+        plan += [("httpx-async", 64), ("httpx2-async", 64)]
     out = Outcome()
     rows = []
     with StandinProcess(token_delay=DELAY, output_tokens=tokens, max_life_s=900) as server:

@@ -5,10 +5,6 @@
 CLIENT is one of:
 - `jarvis`: N threads sharing one `jarvis_core.http.make_client` client, each calling `openai_api.chat` (what a
   plugin does; `chat` is synchronous);
-- `jarvis-proposed-chat`: the same with benchmarks/proposed.py's `chat` (t_send when written, response read to its
-  end so the connection is kept, leaner SSE reading);
-- `jarvis-proposed`: benchmarks/proposed.py's `chat` and its `make_client` (connections kept alive up to the pool
-  size);
 - `httpx-async` / `httpx2-async`: one `AsyncClient` of httpx 0.28 (httpcore 1.0.9) or of httpx2 (httpcore2, whose
   pool has the assignment fixes), generous limits, pool warmed with N connections first, N tasks reading the SSE
   stream with arrival stamps like `openai_api.chat`.
@@ -39,17 +35,10 @@ def _body(prompt: str, tokens: int) -> dict[str, Any]:
             "max_tokens": tokens, "stream_options": {"include_usage": True}}
 
 
-def run_threads(url: str, n: int, k: int, tokens: int, kind: str) -> tuple[list[dict], dict]:
+def run_threads(url: str, n: int, k: int, tokens: int) -> tuple[list[dict], dict]:
     from jarvis_core.engine import ChatRequest, Message
-
-    if kind == "jarvis-proposed":
-        from benchmarks.proposed import make_client
-    else:
-        from jarvis_core.http import make_client
-    if kind == "jarvis":
-        from jarvis_core.openai_api import chat
-    else:
-        from benchmarks.proposed import chat
+    from jarvis_core.http import make_client
+    from jarvis_core.openai_api import chat
 
     import httpcore
 
@@ -224,12 +213,12 @@ def run_async(url: str, n: int, k: int, tokens: int, flavour: str) -> tuple[list
 def main(argv: list[str]) -> int:
     url, n, k, tokens, kind = argv[0], int(argv[1]), int(argv[2]), int(argv[3]), argv[4]
     # imports happen before the clock starts; the RSS includes them (they are part of any client)
-    if kind.startswith("jarvis"):
+    if kind == "jarvis":
         import jarvis_core.openai_api  # noqa: F401
     with RssSampler() as rss:
         c0, t0 = cpu_seconds(), time.perf_counter()
-        if kind in ("jarvis", "jarvis-proposed-chat", "jarvis-proposed"):
-            results, extra = run_threads(url, n, k, tokens, kind)
+        if kind == "jarvis":
+            results, extra = run_threads(url, n, k, tokens)
         elif kind in ("httpx-async", "httpx2-async"):
             results, extra = run_async(url, n, k, tokens, kind.split("-")[0])
         else:

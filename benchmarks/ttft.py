@@ -18,7 +18,6 @@ Definitions (per request), all stamps `perf_counter_ns`:
 - error = Jarvis TTFT − true TTFT = (w − t_send) + (t_first_token − e_token): t_send stamped before httpx has built
   the request, opened a connection if needed and written it, plus the first token's way out (loopback, httpcore
   reading, until the stamp);
-- the same for benchmarks/proposed.py's `chat` (t_send stamped at w, connection kept for the next request);
 - shown for information, not part of the error: the server reading the request (e_received − w, the stand-in's own
   HTTP parsing: engine time, as in vLLM's own TTFT histogram, which starts when the request arrived), connections
   opened per request, and the role-chunk TTFT error, t_first_byte − t_send − true TTFT: the first SSE event carrying
@@ -28,7 +27,7 @@ Definitions (per request), all stamps `perf_counter_ns`:
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any
 
 from .common import MODEL, Outcome, StandinProcess, fmt_ms, median, percentile
 
@@ -62,17 +61,10 @@ def traced(client: Any) -> Any:
     return client
 
 
-def _variants() -> list[tuple[str, Callable[..., Any], Callable[[str], Any]]]:
+def _measure(n: int, where: str) -> dict[str, Any]:
+    from jarvis_core.engine import ChatRequest, Message
     from jarvis_core.http import make_client
     from jarvis_core.openai_api import chat
-
-    from . import proposed
-
-    return [("Jarvis", chat, make_client), ("proposed chat", proposed.chat, proposed.make_client)]
-
-
-def _measure(n: int, where: str, chat: Callable[..., Any], make_client: Callable[[str], Any]) -> dict[str, Any]:
-    from jarvis_core.engine import ChatRequest, Message
 
     from tests.standins.openai_server import OpenAIStandin
 
@@ -120,26 +112,23 @@ def run(quick: bool = False) -> Outcome:
     n = 50 if quick else 200
     out = Outcome()
     for where in ("in-process", "child process"):
-        for name, chat, make_client in _variants():
-            m = _measure(n, where, chat, make_client)
-            e = m["errors"]
-            p99 = percentile(e, 99)
-            tag = f"[{where}, {name}]"
-            out.row(f"{tag} TTFT error p50 / p99 ({m['measured']} requests)", _p(e), "p99 < 1 ms", p99 < 1e-3)
-            out.row(f"{tag}   t_send before the request is written (w − t_send)", _p(m["early"]))
-            out.row(f"{tag}   first token out (t_first_token − e_token)", _p(m["out"]))
-            out.row(f"{tag} connections opened per request; server reads the request (e_received − w, info)",
-                    f"{m['connects'] / max(m['sent'], 1):.2f}; {_p(m['server_in'])}")
-            if name == "Jarvis":
-                out.row(f"{tag} answers complete (role chunk, empty chunk, `: ping`, blank line)",
-                        f"{m['measured']}/{m['sent']}", "all", m["incomplete"] == 0 and m["measured"] > 0)
-                out.row(f"{tag} role-chunk TTFT error (where `vllm bench serve` ends TTFT), p50",
-                        fmt_ms(median(m["role"]), 1))
-            out.raw[f"{where}/{name}"] = {
-                "requests": m["measured"], "error_p50_s": median(e), "error_p99_s": p99, "error_max_s": max(e),
-                "early_p50_s": median(m["early"]), "early_p99_s": percentile(m["early"], 99),
-                "out_p50_s": median(m["out"]), "out_p99_s": percentile(m["out"], 99),
-                "server_in_p50_s": median(m["server_in"]), "connects_per_request": m["connects"] / max(m["sent"], 1),
-                "role_chunk_error_p50_s": median(m["role"]), "incomplete": m["incomplete"]}
+        m = _measure(n, where)
+        e = m["errors"]
+        p99 = percentile(e, 99)
+        tag = f"[{where}, Jarvis]"
+        out.row(f"{tag} TTFT error p50 / p99 ({m['measured']} requests)", _p(e), "p99 < 1 ms", p99 < 1e-3)
+        out.row(f"{tag}   t_send before the request is written (w − t_send)", _p(m["early"]))
+        out.row(f"{tag}   first token out (t_first_token − e_token)", _p(m["out"]))
+        out.row(f"{tag} connections opened per request; server reads the request (e_received − w, info)",
+                f"{m['connects'] / max(m['sent'], 1):.2f}; {_p(m['server_in'])}")
+        out.row(f"{tag} answers complete (role chunk, empty chunk, `: ping`, blank line)",
+                f"{m['measured']}/{m['sent']}", "all", m["incomplete"] == 0 and m["measured"] > 0)
+        out.row(f"{tag} role-chunk TTFT error (where `vllm bench serve` ends TTFT), p50", fmt_ms(median(m["role"]), 1))
+        out.raw[f"{where}/Jarvis"] = {
+            "requests": m["measured"], "error_p50_s": median(e), "error_p99_s": p99, "error_max_s": max(e),
+            "early_p50_s": median(m["early"]), "early_p99_s": percentile(m["early"], 99),
+            "out_p50_s": median(m["out"]), "out_p99_s": percentile(m["out"], 99),
+            "server_in_p50_s": median(m["server_in"]), "connects_per_request": m["connects"] / max(m["sent"], 1),
+            "role_chunk_error_p50_s": median(m["role"]), "incomplete": m["incomplete"]}
     out.raw["first_token_s"] = FIRST_TOKEN_S
     return out
