@@ -14,31 +14,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
 JARVIS = str(Path(sys.executable).with_name("jarvis"))
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def real_gguf() -> Path:
-    override = os.environ.get("JARVIS_TEST_GGUF")
-    if override:
-        return Path(override)
-    target = REPO / ".cache" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not target.is_file():
-        subprocess.run([sys.executable, str(REPO / "scripts" / "fetch-smollm2.py"), str(target.parent)], check=True,
-                       timeout=600)
-    return target
-
-
-@pytest.fixture
-def gguf(real_gguf, tmp_path) -> Path:
-    """A path to the model of this test's own, so the servers of this test are told apart from any other's."""
-    link = tmp_path / "models" / "smollm2.gguf"
-    link.parent.mkdir()
-    link.symlink_to(real_gguf)
-    return link
 
 
 @pytest.fixture

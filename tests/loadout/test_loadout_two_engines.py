@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,9 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+
+import process_marks
+from jarvis_core.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # `tests.standins` is imported as a package from the repository root
@@ -40,27 +42,6 @@ pytestmark = pytest.mark.integration
 # --- fixtures -----------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def real_gguf() -> Path:
-    override = os.environ.get("JARVIS_TEST_GGUF")
-    if override:
-        return Path(override)
-    target = REPO / ".cache" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not target.is_file():
-        subprocess.run([sys.executable, str(REPO / "scripts" / "fetch-smollm2.py"), str(target.parent)], check=True,
-                       timeout=600)
-    return target
-
-
-@pytest.fixture
-def gguf(real_gguf, tmp_path) -> Path:
-    """A path to the model of this test's own, so the servers of this test are told apart from any other's."""
-    link = tmp_path / "models" / "smollm2.gguf"
-    link.parent.mkdir()
-    link.symlink_to(real_gguf)
-    return link
-
-
 @pytest.fixture
 def mark(tmp_path) -> str:
     return str(tmp_path)
@@ -76,9 +57,7 @@ def models_dir(tmp_path) -> Path:
 
 @pytest.fixture
 def port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_port()
 
 
 @pytest.fixture
@@ -141,17 +120,7 @@ def _cmdline(proc: psutil.Process) -> list[str]:
 
 
 def marked(mark: str) -> list[psutil.Process]:
-    """Live processes whose environment carries this test's marker."""
-    found = []
-    for proc in psutil.process_iter():
-        if proc.pid == os.getpid():
-            continue
-        try:
-            if proc.environ().get(MARK) == mark and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except (psutil.Error, OSError):
-            continue
-    return found
+    return process_marks.marked_processes(MARK, mark)
 
 
 def llama_servers(gguf: Path) -> list[psutil.Process]:

@@ -15,13 +15,15 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
+
+import process_marks
+from jarvis_core.processes import free_port  # noqa: F401 - re-exported for the tests
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # `tests.standins` is imported as a package from the repository root
@@ -37,24 +39,10 @@ from tests.standins.ollama_server import BIN_OLLAMA, OllamaStandin  # noqa: E402
 MARK = "JARVIS_OLLAMA_TEST_MARK"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def marked_processes(mark: str) -> list[psutil.Process]:
-    """Live processes whose environment carries this test's marker (started during the test, by anyone)."""
-    found = []
-    for proc in psutil.process_iter():
-        if proc.pid == os.getpid():
-            continue
-        try:
-            if proc.environ().get(MARK) == mark and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except (psutil.Error, OSError):
-            continue
-    return found
+    return process_marks.marked_processes(MARK, mark)
 
 
 @pytest.fixture(autouse=True)

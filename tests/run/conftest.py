@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,7 +30,11 @@ from typing import Any, Iterator
 
 import psutil
 import pytest
+
 import yaml
+
+import process_marks
+from jarvis_core.processes import free_port  # noqa: F401 - re-exported for the tests
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # `tests.standins` is imported as a package from the repository root
@@ -57,27 +60,13 @@ PNG_1PX = bytes.fromhex(
     "1f15c4890000000d49444154789c6360000002000005000157a2a2c30000000049454e44ae426082")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- nothing survives a test ------------------------------------------------------------------------------------------
 
 
 def marked_processes(mark: str) -> list[psutil.Process]:
-    """Live processes whose environment carries this marker (started during the test, by anyone)."""
-    found = []
-    for proc in psutil.process_iter():
-        if proc.pid == os.getpid():
-            continue
-        try:
-            if proc.environ().get(MARK) == mark and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except (psutil.Error, OSError):
-            continue
-    return found
+    return process_marks.marked_processes(MARK, mark)
 
 
 def describe(proc: psutil.Process) -> str:
