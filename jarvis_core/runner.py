@@ -13,7 +13,6 @@ import signal
 import socket
 import sys
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,7 +22,7 @@ from typing import Any, Callable, Iterator
 from . import __version__, lifecycle
 from .engine import ChatRequest, Detection, InferResult, Message
 from .gpu import gpu_memory, wait_for_release
-from .errors import EngineError, EngineNotInstalledError, EngineUnavailableError, JarvisError, ModelMissingError
+from .errors import EngineNotInstalledError, EngineUnavailableError, JarvisError, ModelMissingError
 from .metrics import figures
 from .modelid import ModelRef
 from .results import ResultsWriter, SummaryRow, read_results, summarize
@@ -52,7 +51,7 @@ class Runner:
         self.results_path = self.out_dir / "results.jsonl"
         self._writer: ResultsWriter | None = None
         self._detections: dict[str, Detection] = {}
-        self._active: dict[str, str] = {}  # engine -> canonical ID of the model it serves for us
+        self._active: set[str] = set()  # engines Jarvis brought up in this run and has not stopped yet
         self._engine_recorded: set[str] = set()
         gpus = gpu_memory()
         self._gpu_baseline: int | None = gpus[0].used_mib if gpus else None
@@ -107,7 +106,7 @@ class Runner:
                 self._cells(setup, label, ref.engine, todo, verdict.status, verdict.detail)
                 return
             # Active before it starts: a start that fails half-way is still torn down (stop works from the records).
-            self._active[ref.engine] = label
+            self._active.add(ref.engine)
             started, warm = lifecycle.bring_up(self.session, ref, verdict, warm=warmups > 0, say=self.say,
                                                before_start=lambda: self._make_room(ref.engine))
             if ref.engine not in self._engine_recorded:
@@ -256,10 +255,10 @@ class Runner:
         try:
             result = self.session.stop(engine)
         except (JarvisError, OSError) as exc:
-            self._active.pop(engine, None)
+            self._active.discard(engine)
             self.say(f"  could not stop {engine}: {exc}; `jarvis cleanup` will try again")
             return
-        self._active.pop(engine, None)
+        self._active.discard(engine)
         if result.stopped:
             memory = {True: "; memory confirmed back", False: "; memory NOT back yet", None: ""}[
                 result.memory_released]
@@ -334,5 +333,3 @@ def summary_table(rows: list[SummaryRow]) -> str:
           fmt(r, "e2e_s"), fmt(r, "decode_tps"), (r.reason[:70] + "…") if len(r.reason) > 70 else r.reason]
          for r in rows])
 
-
-__all__ = ["Runner", "done_keys", "exit_code", "summary_table", "EngineError"]
