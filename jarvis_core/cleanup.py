@@ -12,7 +12,7 @@ import logging
 from .errors import JarvisError
 from .processes import end_tree
 from .session import Session
-from .state import StateStore
+from .state import LOADOUT_RUN_PREFIX, StateStore
 
 log = logging.getLogger("jarvis")
 
@@ -20,26 +20,23 @@ log = logging.getLogger("jarvis")
 def clean_leftovers(session: Session, *, include_loadouts: bool = False) -> list[str]:
     """Stop what crashed runs left behind; returns one line per thing handled."""
     store = session.state
-    run_ids = store.orphaned_run_ids(persistent_prefix="\0" if include_loadouts else "loadout:")
+    run_ids = store.orphaned_run_ids()
     if include_loadouts:
         run_ids |= {r.get("run_id", "") for r in StateStore(store.dir).records()
-                    if str(r.get("run_id", "")).startswith("loadout:")}
+                    if str(r.get("run_id", "")).startswith(LOADOUT_RUN_PREFIX)}
     if not run_ids:
         return []
     scoped = StateStore(store.dir, run_ids=run_ids)
+    # The plugins' `stop` works on "every record of my engine": over this store, that is the dead runs' only.
+    leftovers = Session(session.config, state=scoped, registry=session.registry, progress=session.progress)
     done: list[str] = []
     for engine in sorted({r["engine"] for r in scoped.records() if "engine" in r}):
         if engine in session.registry.engines:
-            ctx = session.context(engine)
-            saved = ctx.state
-            ctx.state = scoped
             try:
-                result = session.stop(engine)
+                result = leftovers.stop(engine)
                 done += [f"{engine}: {item}" for item in result.stopped]
             except (JarvisError, OSError) as exc:
                 done.append(f"{engine}: could not clean up ({exc}); records kept for the next try")
-            finally:
-                ctx.state = saved
         elif engine == "jarvis":  # Jarvis's own bookkeeping (a loadout's GPU baseline): nothing runs
             for record in scoped.records(engine=engine):
                 scoped.remove(record["id"])

@@ -18,9 +18,9 @@ from .errors import EngineNotInstalledError, JarvisError, UsageError
 from .gpu import gpu_memory, wait_for_release
 from .modelid import ModelRef
 from .session import Session
-from .state import StateStore
+from .state import LOADOUT_RUN_PREFIX, StateStore
 
-PREFIX = "loadout:"
+PREFIX = LOADOUT_RUN_PREFIX
 
 
 def run_id(name: str) -> str:

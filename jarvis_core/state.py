@@ -22,6 +22,10 @@ import psutil
 from .processes import same_create_time
 
 
+#: Run IDs of loadouts start with this: they outlive the `jarvis loadout up` that recorded them, so they are never
+#: taken for a crashed run's leftovers.
+LOADOUT_RUN_PREFIX = "loadout:"
+
 #: Keys every record has, set by `StateStore.add`; a plugin's own fields must use other names.
 RESERVED_KEYS = frozenset({"id", "engine", "kind", "run_id", "started_at", "owner_pid", "owner_create_time"})
 
@@ -87,12 +91,12 @@ class StateStore:
         with self._update() as records:
             records[:] = [r for r in records if r.get("id") != record_id]
 
-    def orphaned_run_ids(self, *, persistent_prefix: str = "loadout:") -> set[str]:
+    def orphaned_run_ids(self) -> set[str]:
         """Run IDs whose Jarvis process is gone (a crash, a kill), except persistent ones such as loadouts."""
         orphaned = set()
         for record in self._read():
             run_id = record.get("run_id", "")
-            if run_id.startswith(persistent_prefix):
+            if run_id.startswith(LOADOUT_RUN_PREFIX):
                 continue
             if not same_create_time(_create_time(record.get("owner_pid")), record.get("owner_create_time")):
                 orphaned.add(run_id)
