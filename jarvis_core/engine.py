@@ -7,7 +7,7 @@ one monotonic clock, `time.perf_counter_ns()`, as `../shared/reference/metrics.m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 if TYPE_CHECKING:
     from .config import Config
@@ -28,6 +28,12 @@ class EngineSpec:
     """A dataclass describing the engine's config section; the core builds and type-checks it from the YAML."""
     gpu_heavy: bool = False
     """True when a running engine holds most of the GPU's memory (vLLM): stopped before another engine starts."""
+    one_model_at_a_time: bool = False
+    """True when a server of this engine serves one model at a time (vLLM, llama.cpp): starting the next model
+    replaces the previous one, so a loadout cannot keep two resident."""
+    same_model: Callable[[str, str], bool] | None = None
+    """Whether two model names the engine uses mean the same model (Ollama: `qwen2.5` is `qwen2.5:latest`);
+    None compares them as written."""
     plugin: str = ""
     """Set by the core: the name of the plugin that registered the engine."""
 
@@ -37,7 +43,7 @@ class EngineContext:
     """What a lifecycle hook gets besides the model: which engine is asked, its settings, and the run's services."""
 
     engine: str
-    """The engine this call is for. A plugin returns None from a hook when this is not one of its engines."""
+    """The engine this call is for: one of those the plugin registered (the core calls only the owner's hooks)."""
     settings: Any
     """The engine's settings: an instance of `EngineSpec.settings`, built from config.yaml and the environment."""
     config: Config
@@ -150,11 +156,9 @@ class ChatRequest:
     max_tokens: int | None = None
     temperature: float | None = None
     seed: int | None = None
-    context_size: int | None = None
     timeout: float = 300.0
-    """Seconds allowed for the whole request."""
-    keep_alive: str | int | None = None
-    """Ollama's keep_alive for this request; other engines ignore it."""
+    """Seconds allowed for the whole request. Engine-specific options (Ollama's keep_alive and num_ctx) live in the
+    engine's settings, not here."""
 
 
 TokenSource = Literal["server", "estimated"]

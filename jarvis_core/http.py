@@ -1,4 +1,5 @@
-"""HTTP plumbing shared by engine plugins: a client for local engines, and line streaming with arrival stamps.
+"""HTTP plumbing shared by engine plugins: a client for local engines, one pooled client per address, and line
+streaming with arrival stamps.
 
 Stamps follow metrics.md: a line gets the `perf_counter_ns()` of the network read that completed it, taken before
 any parsing, so JSON decoding never leaks into TTFT.
@@ -24,6 +25,26 @@ def make_client(base_url: str = "", *, timeout: float = 300.0, connect_timeout: 
     return httpx.Client(base_url=base_url, timeout=httpx.Timeout(timeout, connect=connect_timeout), trust_env=False,
                         headers={"Accept-Encoding": "identity", **(headers or {})},
                         limits=httpx.Limits(max_connections=100, max_keepalive_connections=100))
+
+
+_shared: dict[str, httpx.Client] = {}
+
+
+def shared_client(address: str) -> httpx.Client:
+    """The one pooled keep-alive client for an engine's address, so no measured request pays for a new client or a
+    TCP connect. Per-request timeouts are the caller's; `close_shared` ends it when the engine stops."""
+    client = _shared.get(address)
+    if client is None or client.is_closed:
+        client = _shared[address] = make_client(address)
+    return client
+
+
+def close_shared(address: str | None = None) -> None:
+    """Close the shared client of one address (all of them with None)."""
+    for key in [address] if address is not None else list(_shared):
+        client = _shared.pop(key, None) if key is not None else None
+        if client is not None:
+            client.close()
 
 
 class stamped_lines:  # noqa: N801 - used like a generator function

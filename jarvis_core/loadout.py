@@ -110,7 +110,7 @@ def status(session: Session, name: str | None, model_ids: list[str]) -> LoadoutS
         except JarvisError as exc:
             item.detail = str(exc)
         if d.loaded_models is not None:
-            key = next((k for k in d.loaded_models if _same_model(k, ref.name)), None)
+            key = next((k for k in d.loaded_models if same_model(session, ref.engine, k, ref.name)), None)
             item.loaded = key is not None
             item.memory_bytes = d.loaded_models.get(key) if key else None
         item.status = ("MISSING" if item.present is False else "loaded" if item.loaded else
@@ -122,9 +122,10 @@ def status(session: Session, name: str | None, model_ids: list[str]) -> LoadoutS
     return state
 
 
-def _same_model(loaded: str, name: str) -> bool:
-    strip = (lambda s: s[:-7] if s.endswith(":latest") else s)
-    return strip(loaded) == strip(name)
+def same_model(session: Session, engine: str, a: str, b: str) -> bool:
+    """Whether two of the engine's model names mean the same model, as the engine declared (`EngineSpec.same_model`)."""
+    compare = session.registry.engines[engine].same_model
+    return compare(a, b) if compare is not None else a == b
 
 
 def check_fit(availabilities: list[tuple[ModelRef, Availability]]) -> None:
@@ -165,14 +166,13 @@ def up(session: Session, name: str, model_ids: list[str], say: Callable[[str], N
             result.models.append(ModelState(ref.canonical, ref.engine, present=False if missing else None,
                                             status="MISSING" if missing else "unavailable", detail=verdict.detail))
             continue
-        if any(_same_model(k, ref.name) for k in detection.loaded_models or ()):
+        if any(same_model(session, ref.engine, k, ref.name) for k in detection.loaded_models or ()):
             resident.add(ref.canonical)  # already counted in the GPU's used memory: not needed again
         ready.append((ref, verdict))
     check_fit([(r, v.availability) for r, v in ready if r.canonical not in resident and v.availability])
-    if not session.state.records(kind="baseline"):
-        gpus = gpu_memory()
-        if gpus:
-            session.state.add("jarvis", "baseline", used_mib=gpus[0].used_mib)
+    gpus = gpu_memory()
+    if gpus:
+        session.state.set_baseline(session.run_id, gpus[0].used_mib)  # kept from the first `up` of this loadout
     for ref, verdict in ready:
         item = ModelState(ref.canonical, ref.engine, present=True)
         try:
@@ -193,12 +193,14 @@ def _confirm_resident(session: Session, result: LoadoutState, refs: dict[str, Mo
     """An engine that serves one model at a time (vLLM) replaces a model with the next one it starts: say so rather
     than report both as loaded."""
     for engine in sorted({m.engine for m in result.models if m.status == "loaded"}):
+        if not session.registry.engines[engine].one_model_at_a_time:
+            continue
         loaded = session.detect(engine).loaded_models
         if loaded is None:
             continue
         for item in result.models:
             if item.engine == engine and item.status == "loaded" and \
-                    not any(_same_model(k, refs[item.id].name) for k in loaded):
+                    not any(same_model(session, engine, k, refs[item.id].name) for k in loaded):
                 item.loaded, item.status = False, "error"
                 item.detail = (f"not resident once the loadout was up: {engine} serves one model at a time here, "
                                f"and a later model of the loadout replaced it")
@@ -209,7 +211,7 @@ def down(session_for: Callable[[str], Session], names: list[str] | None, state_d
          say: Callable[[str], None]) -> dict[str, Any]:
     """Unload and stop what `up` started for these loadouts (all when None), and confirm the memory came back."""
     store = StateStore(state_dir)
-    run_ids = {r.get("run_id", "") for r in store.records() if str(r.get("run_id", "")).startswith(PREFIX)}
+    run_ids = {r.run_id for r in store.records() if r.run_id.startswith(PREFIX)}
     if names is not None:
         run_ids &= {run_id(n) for n in names}
     report: dict[str, Any] = {"loadouts": sorted(r[len(PREFIX):] for r in run_ids), "stopped": [],
@@ -217,8 +219,9 @@ def down(session_for: Callable[[str], Session], names: list[str] | None, state_d
     baselines = []
     for rid in sorted(run_ids):
         session = session_for(rid)
-        baselines += [r["used_mib"] for r in session.state.records(kind="baseline") if "used_mib" in r]
-        for engine in sorted({r["engine"] for r in session.state.records() if r.get("kind") != "baseline"}):
+        baseline = store.baseline(rid)
+        baselines += [baseline] if baseline is not None else []
+        for engine in sorted({r.engine for r in session.state.records()}):
             if engine not in session.registry.engines:
                 say(f"{engine}: its plugin is not installed; its records are kept")
                 continue
@@ -235,8 +238,7 @@ def down(session_for: Callable[[str], Session], names: list[str] | None, state_d
                 report["memory_released"] = False
             say(f"{engine}: stopped {', '.join(stopped.stopped) or 'nothing'}"
                 + (f"; left alone: {', '.join(stopped.left_running)}" if stopped.left_running else ""))
-        for record in session.state.records(kind="baseline"):
-            session.state.remove(record["id"])
+        store.clear_baseline(rid)
     if baselines and report["memory_released"] is not False:
         report["memory_released"] = wait_for_release(min(baselines))
     return report

@@ -28,9 +28,7 @@ from .modelid import ModelRef
 from .results import ResultsWriter, SummaryRow, read_results, summarize
 from .session import Session
 from .setups import ModelEntry, Setup, Suite, TestCase
-
-WARMUP_PROMPT = "Reply with the single word: ready."
-
+from .warmup import warmup_request
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
@@ -115,7 +113,7 @@ class Runner:
                              "address": started.address, "started_by_jarvis": started.started})
             if warm is not None:
                 for _ in range(warmups - 1):
-                    self.session.infer(ref, self._request(None, ref))
+                    self.session.infer(ref, warmup_request(self.session.context(ref.engine), stream=ref.flags.stream))
                 self.say(f"  cold start {warm.cold_start_s:.2f} s" +
                          (f" (engine load {warm.load_s:.2f} s)" if warm.load_s is not None else ""))
                 self._write({"type": "warmup", "setup": setup.name, "model": label, "engine": ref.engine,

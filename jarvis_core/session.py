@@ -1,5 +1,6 @@
 """A Session ties the config, the engine registry, the state file and console progress together, and is the one
-place the core calls the lifecycle hooks: each call goes to the plugin that owns the engine, and its answer comes back.
+place the core calls the lifecycle hooks: each call goes to the plugin that registered the engine (and only to it,
+through `plugins.engine_hook`), and its answer comes back. Whatever that plugin raises is blamed on it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .engine import (
 )
 from .errors import EngineError, JarvisError, PluginError, UsageError
 from .modelid import ModelRef, resolve
-from .plugins import get_registry, pm
+from .plugins import engine_hook, get_registry
 from .progress import Progress
 from .registry import EngineRegistry
 from .state import StateStore
@@ -98,18 +99,17 @@ class Session:
         return self._call("stop", self.context(engine))
 
     def _call(self, hook: str, ctx: EngineContext, **kwargs: Any) -> Any:
+        plugin = self.registry.engines[ctx.engine].plugin
         try:
-            result = getattr(pm.hook, hook)(ctx=ctx, **kwargs)
+            result = engine_hook(hook, plugin)(ctx=ctx, **kwargs)
         except JarvisError:
             raise
         except Exception as exc:
             # A plugin's bug, or a library error it let through (a Docker hiccup): one engine's failure, reported as
             # such, must not end a whole campaign. JARVIS_DEBUG=1 keeps the traceback.
             log.debug("%s failed", hook, exc_info=True)
-            plugin = self.registry.engines[ctx.engine].plugin
             raise EngineError(f"{ctx.engine}: {hook} failed in plugin '{plugin}': {type(exc).__name__}: {exc}",
                               engine=ctx.engine) from exc
         if result is None:
-            plugin = self.registry.engines[ctx.engine].plugin
-            raise PluginError(f"Plugin '{plugin}' does not implement '{hook}' for engine '{ctx.engine}'.")
+            raise PluginError(f"Plugin '{plugin}' returned nothing from '{hook}' for engine '{ctx.engine}'.")
         return result

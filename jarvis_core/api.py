@@ -1,0 +1,78 @@
+"""Everything an engine plugin may use from Jarvis, in one module: `from jarvis_core.api import ...`.
+
+A plugin imports nothing else from `jarvis_core` (a test enforces it for the plugins shipped here), so the core can
+change behind this module without breaking plugins. docs/plugins.md describes the contract; docs/writing-a-plugin.md
+builds the smallest complete plugin. Test helpers for plugin authors are in `jarvis_core.testing`.
+"""
+
+from __future__ import annotations
+
+from .config import Config, build_settings
+from .engine import (
+    Availability,
+    ChatRequest,
+    Detection,
+    EngineContext,
+    EngineSpec,
+    InferResult,
+    Message,
+    StartResult,
+    StopResult,
+    TokenSource,
+    WarmupResult,
+)
+from .errors import (
+    ConfigError,
+    EngineError,
+    EngineTimeoutError,
+    EngineUnavailableError,
+    JarvisError,
+    ModelMissingError,
+)
+from .gpu import GpuMemory, gpu_memory, wait_for_release
+from .hookspecs import hookimpl
+from .http import close_shared, error_message, make_client, read_stamped, shared_client, stamped_lines
+from .launch import Launched, await_ready, end, exit_reason, launch, running
+from .modelid import Flags, ModelRef
+from .openai_api import chat as openai_chat
+from .openai_api import list_models as openai_models
+from .openai_api import serves as openai_serves
+from .processes import (
+    IS_WINDOWS,
+    create_time,
+    end_tree,
+    free_port,
+    is_running,
+    listener_pid,
+    port_open,
+    process_name,
+    spawn,
+    tail,
+    wait_port_closed,
+    wait_until_ready,
+)
+from .progress import Progress, Task, human_bytes
+from .state import LOADOUT_RUN_PREFIX, Record, StateStore
+from .warmup import WARMUP_PROMPT, warm, warmup_request
+
+__all__ = [
+    # the hook marker and what the hooks take and return
+    "hookimpl", "EngineSpec", "EngineContext", "ModelRef", "Flags", "Detection", "Availability", "StartResult",
+    "WarmupResult", "StopResult", "Message", "ChatRequest", "InferResult", "TokenSource",
+    # errors a hook raises (one line each, shown to the user)
+    "JarvisError", "ConfigError", "EngineError", "EngineUnavailableError", "ModelMissingError", "EngineTimeoutError",
+    # settings and services
+    "Config", "build_settings", "StateStore", "Record", "LOADOUT_RUN_PREFIX", "Progress", "Task", "human_bytes",
+    # starting and ending servers
+    "launch", "Launched", "await_ready", "end", "exit_reason", "running",
+    # processes, by (pid, create_time)
+    "IS_WINDOWS", "spawn", "create_time", "is_running", "end_tree", "tail", "port_open", "listener_pid",
+    "process_name", "free_port", "wait_port_closed", "wait_until_ready",
+    # HTTP and the OpenAI-compatible API
+    "make_client", "shared_client", "close_shared", "stamped_lines", "read_stamped", "error_message",
+    "openai_chat", "openai_models", "openai_serves",
+    # warmup
+    "warm", "warmup_request", "WARMUP_PROMPT",
+    # the GPU
+    "GpuMemory", "gpu_memory", "wait_for_release",
+]
