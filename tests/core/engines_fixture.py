@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from jarvis_core import (
+from jarvis_core.api import (
     Availability,
     Detection,
     EngineSpec,
@@ -43,46 +43,34 @@ class EchoPlugin:
 
     @hookimpl
     def detect(self, ctx):
-        if ctx.engine != self.name:
-            return None
         self.calls.append(("detect", ""))
         return Detection(self.name, installed=True, reachable=False, version="1.0", address=ctx.settings.url)
 
     @hookimpl
     def is_available(self, ctx, model):
-        if ctx.engine != self.name:
-            return None
         self.calls.append(("is_available", model.name))
         present = model.name in (ctx.settings.models or [])
         return Availability(present, "in memory" if present else "not in the list", fix="add it to models")
 
     @hookimpl
     def pull(self, ctx, model):
-        if ctx.engine != self.name:
-            return None
         self.calls.append(("pull", model.name))
         ctx.settings.models = [*(ctx.settings.models or []), model.name]
         return Availability(True, "pulled")
 
     @hookimpl
     def start(self, ctx, model):
-        if ctx.engine != self.name:
-            return None
         self.calls.append(("start", model.name))
         ctx.state.add(self.name, "model", run_id=ctx.run_id, model=model.name)
         return StartResult(ctx.settings.url, started=True)
 
     @hookimpl
     def warmup(self, ctx, model):
-        if ctx.engine != self.name:
-            return None
         self.calls.append(("warmup", model.name))
         return WarmupResult(cold_start_s=0.5, load_s=0.4)
 
     @hookimpl
     def infer(self, ctx, model, request):
-        if ctx.engine != self.name:
-            return None
         self.calls.append(("infer", model.name))
         t = time.perf_counter_ns()
         text = request.messages[-1].content[::-1]
@@ -92,10 +80,8 @@ class EchoPlugin:
 
     @hookimpl
     def stop(self, ctx):
-        if ctx.engine != self.name:
-            return None
         self.calls.append(("stop", ""))
         records = ctx.state.records(engine=self.name)
         for record in records:
-            ctx.state.remove(record["id"])
-        return StopResult(stopped=[r["model"] for r in records], memory_released=True)
+            ctx.state.remove(record.id)
+        return StopResult(stopped=[r.data["model"] for r in records], memory_released=True)

@@ -118,12 +118,12 @@ def test_config_errors_name_file_key_found_and_expected(run, echo, isolated, tex
 
 
 def test_unexpected_error_is_one_line_unless_debugging(run, monkeypatch):
-    from jarvis_core import cli as cli_module
+    from jarvis_core import session
 
     def broken_registry():
         raise RuntimeError("kaput")  # a bug anywhere below the command line
 
-    monkeypatch.setattr(cli_module, "get_registry", broken_registry)
+    monkeypatch.setattr(session, "get_registry", broken_registry)
     result = run("engines")
     assert result.exit_code == 1
     assert result.output.strip() == "Error: unexpected RuntimeError: kaput (set JARVIS_DEBUG=1 for the traceback)"
@@ -177,7 +177,7 @@ def test_config_errors_do_not_show_values_of_secret_looking_keys(run, use_plugin
     class Settings:
         api_key: str | None = None
 
-    class Keyed:
+    class Keyed(EchoPlugin):
         @hookimpl
         def register_engines(self, register):
             register(EngineSpec("keyed", ("keyed_",), settings=Settings))

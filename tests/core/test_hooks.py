@@ -78,7 +78,7 @@ def test_hook_start(two_engines, make_session):
     result = session.start(session.resolve("echo_a:1#stream"))
     assert result.started and result.address == "http://127.0.0.1:1"
     assert echo.calls == [("start", "a:1")]  # the flag never reaches the engine
-    assert [r["model"] for r in session.state.records(engine="echo")] == ["a:1"]
+    assert [r.data["model"] for r in session.state.records(engine="echo")] == ["a:1"]
     assert other.calls == []
 
 
@@ -115,7 +115,7 @@ def test_owner_returning_nothing_is_a_plugin_error(use_plugin, make_session):
 
     use_plugin(Lazy("lazy", ("lazy_",)), "lazy-plugin")
     session = make_session()
-    with pytest.raises(PluginError, match="'lazy-plugin' does not implement 'warmup'"):
+    with pytest.raises(PluginError, match="'lazy-plugin' returned nothing from 'warmup'"):
         session.warmup(session.resolve("lazy_m:1"))
 
 

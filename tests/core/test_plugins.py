@@ -107,11 +107,27 @@ def fake_distributions(tmp_path, monkeypatch):
     site = tmp_path / "site"
     (site / "jarvis_good_plugin.py").parent.mkdir(parents=True)
     (site / "jarvis_good_plugin.py").write_text(textwrap.dedent("""
-        from jarvis_core import EngineSpec, hookimpl
+        from jarvis_core.api import EngineSpec, hookimpl
 
         @hookimpl
         def register_engines(register):
             register(EngineSpec("good", ("good_",)))
+
+        # The lifecycle hooks an engine plugin must implement (never called in these tests).
+        @hookimpl
+        def detect(ctx): ...
+        @hookimpl
+        def is_available(ctx, model): ...
+        @hookimpl
+        def pull(ctx, model): ...
+        @hookimpl
+        def start(ctx, model): ...
+        @hookimpl
+        def warmup(ctx, model): ...
+        @hookimpl
+        def infer(ctx, model, request): ...
+        @hookimpl
+        def stop(ctx): ...
     """))
     (site / "jarvis_broken_plugin.py").write_text("raise ImportError('needs libfoo, which is missing')\n")
     for dist, module, ep in (("jarvis_good", "jarvis_good_plugin", "good"),

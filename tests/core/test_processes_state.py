@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 import sys
 import time
 
@@ -80,7 +81,7 @@ def test_state_scoping_and_orphans(tmp_path):
     mine = store.scoped({"run-a"})
     mine.add("echo", "process", pid=1)
     store.add("echo", "process", run_id="loadout:daily", pid=2)
-    assert [r["run_id"] for r in mine.records()] == ["run-a"]
+    assert [r.run_id for r in mine.records()] == ["run-a"]
     assert len(mine.records(any_run=True)) == 2
     # Our own process is alive: nothing of ours is orphaned; loadouts never are.
     assert store.orphaned_run_ids() == set()
@@ -93,12 +94,12 @@ def test_a_zombie_owner_counts_as_gone(tmp_path):
         time.sleep(0.02)
     store = StateStore(tmp_path)
     record = store.add("echo", "process", run_id="crashed", pid=1)
-    with store._update() as records:  # pretend the (now zombie) child wrote the record
-        for r in records:
-            r["owner_pid"], r["owner_create_time"] = owner.pid, psutil.Process(owner.pid).create_time()
+    with store._update() as content:  # pretend the (now zombie) child wrote the record
+        content.records[:] = [replace(r, owner_pid=owner.pid, owner_create_time=psutil.Process(owner.pid).create_time())
+                              for r in content.records]
     assert store.orphaned_run_ids() == {"crashed"}
     owner.wait()
-    store.remove(record["id"])
+    store.remove(record.id)
     assert store.records() == []
 
 

@@ -58,7 +58,7 @@ def test_real_lifecycle(real, real_gguf):
     assert started.started, started.detail
     assert time.monotonic() - began < 60
     [record] = real.state.records("llamacpp")
-    server = psutil.Process(record["pid"])
+    server = psutil.Process(record.pid)
     assert "llama_cpp.server" in server.cmdline()
 
     detected = real.detect("llamacpp")
@@ -87,7 +87,7 @@ def test_real_lifecycle(real, real_gguf):
 
     stopped = real.stop("llamacpp")
     assert stopped.stopped and stopped.memory_released is True
-    assert gone(record["pid"]) and not port_open("127.0.0.1", record["port"])
+    assert gone(record.pid) and not port_open("127.0.0.1", record.data["port"])
     assert real.state.records("llamacpp") == []
     assert llama_servers() == []
 
@@ -99,7 +99,7 @@ def test_real_switch_to_another_model_stops_the_first(real, real_gguf, tmp_path)
     [old] = real.state.records("llamacpp")
     second = real.start(real.resolve(f"lc_{copy}"))
     assert second.started and second.address != first.address
-    assert gone(old["pid"])
+    assert gone(old.pid)
     answer = real.infer(real.resolve(f"lc_{copy}"), ChatRequest(FRANCE, temperature=0.0, max_tokens=48))
     assert answer.ok and "Paris" in answer.text
 

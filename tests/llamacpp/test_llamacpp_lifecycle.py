@@ -41,10 +41,10 @@ def test_full_lifecycle(fake, tmp_path):
     assert started.version == "0.0-fake"
 
     [record] = session.state.records("llamacpp")
-    assert record["kind"] == "process" and record["model"] == str(tmp_path / "models" / "tiny.gguf")
-    assert record["create_time"] == create_time(record["pid"])
-    assert record["cmd"][1:3] == ["-m", "llama_cpp.server"] and "--interrupt_requests" in record["cmd"]
-    assert record["address"] == started.address and record["run_id"] == session.run_id
+    assert record.kind == "process" and record.data["model"] == str(tmp_path / "models" / "tiny.gguf")
+    assert record.create_time == create_time(record.pid)
+    assert record.command[1:3] == ("-m", "llama_cpp.server") and "--interrupt_requests" in record.command
+    assert record.address == started.address and record.run_id == session.run_id
 
     detected = session.detect("llamacpp")
     assert detected.installed and detected.reachable and detected.started_by_jarvis
@@ -65,7 +65,7 @@ def test_full_lifecycle(fake, tmp_path):
 
     stopped = session.stop("llamacpp")
     assert len(stopped.stopped) == 1 and stopped.memory_released is True
-    assert gone(record["pid"]) and not port_open("127.0.0.1", record["port"])
+    assert gone(record.pid) and not port_open("127.0.0.1", record.data["port"])
     assert session.state.records("llamacpp") == []
     assert not session.detect("llamacpp").reachable
 
@@ -83,9 +83,9 @@ def test_another_model_replaces_our_server(fake):
     [old] = fake.state.records("llamacpp")
     second = fake.start(fake.resolve("lc_other"))
     assert second.started and second.address != first.address
-    assert gone(old["pid"])
+    assert gone(old.pid)
     [new] = fake.state.records("llamacpp")
-    assert new["alias"] == "other"
+    assert new.data["alias"] == "other"
     # Requests for the replaced model now fail as results, not exceptions.
     result = fake.infer(fake.resolve("lc_tiny"), ChatRequest(FRANCE))
     assert not result.ok and "not serving tiny" in result.error
@@ -96,9 +96,9 @@ def test_changed_options_restart_the_server(fake, session_for, fake_python):
     [old] = fake.state.records("llamacpp")
     bigger = session_for(python=fake_python, n_ctx=4096)
     assert bigger.start(bigger.resolve("lc_tiny")).started
-    assert gone(old["pid"])
+    assert gone(old.pid)
     [new] = bigger.state.records("llamacpp")
-    assert new["cmd"][new["cmd"].index("--n_ctx") + 1] == "4096"
+    assert new.command[new.command.index("--n_ctx") + 1] == "4096"
 
 
 def test_stop_ends_the_whole_process_tree(session_for, fake_python, tmp_path):
@@ -106,10 +106,10 @@ def test_stop_ends_the_whole_process_tree(session_for, fake_python, tmp_path):
     session = session_for(python=fake_python, extra_args=["--fake_child", "True"])
     session.start(session.resolve("lc_tiny"))
     [record] = session.state.records("llamacpp")
-    children = psutil.Process(record["pid"]).children(recursive=True)
+    children = psutil.Process(record.pid).children(recursive=True)
     assert children, "the stand-in should have started a child"
     session.stop("llamacpp")
-    assert gone(record["pid"]) and all(gone(c.pid) for c in children)
+    assert gone(record.pid) and all(gone(c.pid) for c in children)
 
 
 def test_a_server_that_dies_while_loading_fails_fast_with_its_log(fake, tmp_path):
@@ -119,8 +119,9 @@ def test_a_server_that_dies_while_loading_fails_fast_with_its_log(fake, tmp_path
         fake.start(fake.resolve("lc_broken"))
     assert time.monotonic() - began < 10
     message = str(caught.value)
-    assert "stopped before it was ready: exit code 1" in message
-    assert "ValueError: Failed to load model from file" in message  # the reason, from the log
+    assert "stopped before it was ready: exited with code 1; ValueError: Failed to load model from file" in \
+        message.splitlines()[0]  # the reason, from the log, on the first line
+    assert f"log: {tmp_path / 'state' / 'logs'}" in message and "llama_cpp.server" in message  # log and command
     assert "Last lines of" in message and "fake llama_cpp.server: loading" in message  # and the log's tail
     assert fake.state.records("llamacpp") == []
 
@@ -176,8 +177,8 @@ def test_infer_after_the_server_died_is_an_error_result(fake):
     ref = fake.resolve("lc_tiny")
     fake.start(ref)
     [record] = fake.state.records("llamacpp")
-    psutil.Process(record["pid"]).kill()
-    psutil.Process(record["pid"]).wait(5)
+    psutil.Process(record.pid).kill()
+    psutil.Process(record.pid).wait(5)
     result = fake.infer(ref, ChatRequest(FRANCE))
     assert not result.ok
     assert fake.state.records("llamacpp") == []  # the dead server's record is dropped
@@ -206,9 +207,11 @@ def test_stop_never_ends_a_process_it_did_not_start(fake):
 def test_logs_one_per_server_kept_only_when_it_failed(fake, tmp_path):
     fake.start(fake.resolve("lc_tiny"))
     [record] = fake.state.records("llamacpp")
-    log = tmp_path / "state" / "logs" / f"llamacpp-{record['port']}.log"
-    assert record["log"] == str(log)
-    assert log.read_text().startswith("# jarvis started: ") and "serving tiny" in log.read_text()
+    log = tmp_path / "state" / "logs" / f"llamacpp-{record.data['port']}.log"
+    assert record.log == str(log)
+    header = log.read_text().splitlines()[0]
+    assert header.startswith("--- jarvis ") and "-m llama_cpp.server --model" in header  # what was started
+    assert "serving tiny" in log.read_text()
     fake.stop("llamacpp")
     assert not log.exists()  # a server that ran and was stopped leaves no log behind
     (tmp_path / "models" / "broken.gguf").write_text("nope")
@@ -226,9 +229,9 @@ def test_a_server_bound_to_every_interface_is_reached_on_loopback(session_for, f
     ref = session.resolve("lc_tiny")
     started = session.start(ref)
     [record] = session.state.records("llamacpp")
-    assert started.address == f"http://127.0.0.1:{record['port']}" == record["address"]
-    assert record["host"] == "127.0.0.1" and record["cmd"][record["cmd"].index("--host") + 1] == bind
+    assert started.address == f"http://127.0.0.1:{record.data['port']}" == record.address
+    assert record.data["host"] == "127.0.0.1" and record.command[record.command.index("--host") + 1] == bind
     assert session.infer(ref, ChatRequest(FRANCE, stream=True)).ok
     assert session.detect("llamacpp").address == started.address
     stopped = session.stop("llamacpp")
-    assert stopped.memory_released is True and not port_open("127.0.0.1", record["port"])
+    assert stopped.memory_released is True and not port_open("127.0.0.1", record.data["port"])

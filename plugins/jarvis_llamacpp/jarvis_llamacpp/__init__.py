@@ -1,8 +1,9 @@
 """Jarvis engine plugin for llama.cpp: GGUF models served by llama-cpp-python's OpenAI-compatible server.
 
 Model IDs: `lc_NAME` or `llamacpp:NAME`, where NAME is a path to a .gguf file or a name looked up in the models
-folder (`NAME.gguf`, or a known alias such as `smollm2-135m`). Only jarvis_core's public interface is used here;
-docs/writing-a-plugin.md walks through this package as the worked example of a third-party engine plugin.
+folder (`NAME.gguf`, or a known alias such as `smollm2-135m`). Only `jarvis_core.api`, the core's interface for
+plugins, is used here; docs/writing-a-plugin.md walks through this package as the worked example of a third-party
+engine plugin.
 """
 
 from __future__ import annotations
@@ -10,21 +11,22 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from jarvis_core import (
+from jarvis_core.api import (
     Availability,
     ChatRequest,
     Detection,
     EngineContext,
     EngineSpec,
     InferResult,
-    Message,
     ModelRef,
     StartResult,
     StopResult,
     WarmupResult,
     hookimpl,
+    openai_chat,
+    shared_client,
+    warm,
 )
-from jarvis_core.errors import EngineError
 
 from . import server
 from .models import known_model, model_file
@@ -34,42 +36,38 @@ __version__ = "0.1.0"
 
 ENGINE = server.ENGINE
 PREFIXES = ("lc_", "llamacpp:")
-WARMUP_PROMPT = "Name one colour of the rainbow."
-"""Unlike any test prompt: llama.cpp caches prompt prefixes, and a warmup must not pre-answer a test."""
 
 
 @hookimpl
 def register_engines(register: Callable[[EngineSpec], None]) -> None:
-    register(EngineSpec(name=ENGINE, prefixes=PREFIXES, settings=LlamaCppSettings,
+    # A server Jarvis starts serves one model; the next model replaces it.
+    register(EngineSpec(name=ENGINE, prefixes=PREFIXES, settings=LlamaCppSettings, one_model_at_a_time=True,
                         description="llama.cpp via llama-cpp-python's server; GGUF files"))
 
 
 @hookimpl
-def detect(ctx: EngineContext) -> Detection | None:
-    if ctx.engine != ENGINE:
-        return None
+def detect(ctx: EngineContext) -> Detection:
     from .runtime import not_installed_message, probe
 
     runtime = probe(ctx.settings.python)
-    found = Detection(engine=ENGINE, installed=runtime.installed, reachable=False, version=runtime.version,
+    found = Detection(engine=ctx.engine, installed=runtime.installed, reachable=False, version=runtime.version,
                       detail=f"llama-cpp-python {runtime.version} for {runtime.python}" if runtime.installed
                       else not_installed_message(runtime.python, runtime.problem))
     found.loaded_models = {}  # llama.cpp serves one model per server; only the servers Jarvis started are known
     for record in server.running_records(ctx):
-        if server.answers(record):
-            found.loaded_models[record["alias"]] = None
+        alias = record.data.get("alias")
+        if server.answers(record.address, alias):
+            found.loaded_models[str(alias)] = None
             found.reachable = found.started_by_jarvis = True
-            found.address = record["address"]
-            found.version = found.version or record.get("version")
-            found.detail += f"; serving {record['alias']} (pid {record['pid']}, started by Jarvis)"
+            found.address = record.address
+            found.version = found.version or record.data.get("version")
+            found.detail += f"; serving {alias} (pid {record.pid}, started by Jarvis)"
             break
     return found
 
 
 @hookimpl
-def is_available(ctx: EngineContext, model: ModelRef) -> Availability | None:
-    if ctx.engine != ENGINE:
-        return None
+def is_available(ctx: EngineContext, model: ModelRef) -> Availability:
     from .models import looks_like_gguf, sha256_of
 
     file = model_file(ctx.settings, model.name)
@@ -83,9 +81,7 @@ def is_available(ctx: EngineContext, model: ModelRef) -> Availability | None:
 
 
 @hookimpl
-def pull(ctx: EngineContext, model: ModelRef) -> Availability | None:
-    if ctx.engine != ENGINE:
-        return None
+def pull(ctx: EngineContext, model: ModelRef) -> Availability:
     known = known_model(model.name)
     if known is None:
         file = model_file(ctx.settings, model.name)
@@ -101,49 +97,34 @@ def pull(ctx: EngineContext, model: ModelRef) -> Availability | None:
 
 
 @hookimpl
-def start(ctx: EngineContext, model: ModelRef) -> StartResult | None:
-    if ctx.engine != ENGINE:
-        return None
+def start(ctx: EngineContext, model: ModelRef) -> StartResult:
     return server.start(ctx, model.name)
 
 
 @hookimpl
-def warmup(ctx: EngineContext, model: ModelRef) -> WarmupResult | None:
-    if ctx.engine != ENGINE:
-        return None
-    request = ChatRequest(messages=[Message("user", WARMUP_PROMPT)], max_tokens=8, temperature=0.0,
-                          timeout=ctx.config.timeouts.request)
-    result = _send(ctx, model, request)
-    if not result.ok:
-        raise EngineError(f"The warmup request to llama.cpp ({model.name}) failed: {result.error}", engine=ENGINE)
-    return WarmupResult(cold_start_s=((result.t_end or time.perf_counter_ns()) - result.t_send) / 1e9,
-                        detail=f"warmup answered {len(result.text)} characters")
+def warmup(ctx: EngineContext, model: ModelRef) -> WarmupResult:
+    # The core's warmup prompt shares nothing with the tests' prompts: llama.cpp caches prompt prefixes, and a
+    # warmup must not pre-answer a test.
+    return warm(ctx, model, send=lambda request: _send(ctx, model, request))
 
 
 @hookimpl
-def infer(ctx: EngineContext, model: ModelRef, request: ChatRequest) -> InferResult | None:
-    if ctx.engine != ENGINE:
-        return None
+def infer(ctx: EngineContext, model: ModelRef, request: ChatRequest) -> InferResult:
     return _send(ctx, model, request)
 
 
 @hookimpl
-def stop(ctx: EngineContext) -> StopResult | None:
-    if ctx.engine != ENGINE:
-        return None
+def stop(ctx: EngineContext) -> StopResult:
     return server.stop(ctx)
 
 
 def _send(ctx: EngineContext, model: ModelRef, request: ChatRequest) -> InferResult:
-    from jarvis_core.openai_api import chat
-
     record = server.serving_record(ctx, model.name)
-    if record is None:
+    if record is None or not record.address:
         now = time.perf_counter_ns()
         return InferResult(stream=request.stream, t_send=now, t_end=now,
                            error=f"llama.cpp is not serving {model.name}: no server started by Jarvis has "
                                  f"{model_file(ctx.settings, model.name).name} loaded (start it first)")
     # The server ignores stream_options.include_usage today; asking costs nothing, and a later version that
     # honours it turns the chunk-count estimate into the server's own count.
-    return chat(server.client(record["address"], ctx.config.timeouts.request), record["alias"], request,
-                include_usage=True)
+    return openai_chat(shared_client(record.address), str(record.data.get("alias")), request, include_usage=True)

@@ -9,8 +9,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from jarvis_core import Availability
-from jarvis_core.progress import Progress, human_bytes
+from jarvis_core.api import Availability, Progress, human_bytes
 
 from .models import KnownModel, sha256_of
 

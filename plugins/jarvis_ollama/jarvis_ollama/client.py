@@ -1,22 +1,29 @@
 """Ollama's native REST API (engines.md §1): liveness, models on disk and in memory, load/unload, pull and chat.
 
 Chat follows metrics.md, as `jarvis_core.openai_api` does: `t_send` is when the request body is on the wire (httpx
-trace), over one pooled client per server (`shared_client`); every NDJSON line is stamped on arrival, before
-parsing; the first token is the first line with non-empty `message.content` or `message.thinking`; token counts are
-the server's (`eval_count`). An error line inside a stream, a stream that ends without its `done` line, or a broken
-connection make an error result.
+trace), over the core's one pooled client per server (`shared_client` from `jarvis_core.api`); every NDJSON line is
+stamped on arrival, before parsing; the first token is the first line with non-empty `message.content` or
+`message.thinking`; token counts are the server's (`eval_count`). An error line inside a stream, a stream that ends
+without its `done` line, or a broken connection make an error result. `client_for` makes short-lived clients for
+probes, pulls and unloads.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from jarvis_core.engine import ChatRequest, InferResult, Message
-from jarvis_core.http import error_message, read_stamped, stamped_lines
+from jarvis_core.api import (
+    ChatRequest,
+    InferResult,
+    Message,
+    error_message,
+    make_client,
+    read_stamped,
+    stamped_lines,
+)
 
 from .names import same_model
 
@@ -40,31 +47,7 @@ class OllamaAPIError(Exception):
 
 def client_for(url: str, timeout: float = 300.0) -> httpx.Client:
     """A new client, for one-off calls (probes, pulls, unloads); close it after use."""
-    from jarvis_core.http import make_client
-
     return make_client(url, timeout=timeout, connect_timeout=min(5.0, timeout))
-
-
-_shared: dict[str, httpx.Client] = {}
-_shared_lock = threading.Lock()
-
-
-def shared_client(url: str) -> httpx.Client:
-    """The one client per server for warmup and inference, so every request reuses a warm connection: no TTFT
-    includes building a client or a TCP connect. Every call passes its own timeout. Closed by `close_shared`."""
-    with _shared_lock:
-        client = _shared.get(url)
-        if client is None or client.is_closed:
-            client = _shared[url] = client_for(url)
-        return client
-
-
-def close_shared(url: str) -> None:
-    """Close the shared client of `url` (the server is being stopped); the next request opens a new one."""
-    with _shared_lock:
-        client = _shared.pop(url, None)
-    if client is not None:
-        client.close()
 
 
 def version(client: httpx.Client, timeout: float = 2.0) -> str | None:
@@ -210,14 +193,15 @@ def _message(msg: Message) -> dict[str, Any]:
 
 
 def options_for(request: ChatRequest | None, num_ctx: int | None) -> dict[str, Any]:
+    """Ollama's `options`: the request's sampling settings, and the context size from the engine's settings."""
     options: dict[str, Any] = {}
     if request is not None:
         for key, value in (("temperature", request.temperature), ("num_predict", request.max_tokens),
-                           ("seed", request.seed), ("num_ctx", request.context_size)):
+                           ("seed", request.seed)):
             if value is not None:
                 options[key] = value
     if num_ctx is not None:
-        options.setdefault("num_ctx", num_ctx)
+        options["num_ctx"] = num_ctx
     return options
 
 

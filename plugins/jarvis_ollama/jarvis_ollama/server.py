@@ -1,7 +1,8 @@
 """The `ollama serve` process: finding the program, starting it when nothing answers, and ending it again.
 
-Jarvis starts at most one server per address, records it in the state file before waiting for it (so a crash
-during startup is still cleaned up), and only ever ends the process tree it started. A server Jarvis did not start
+Jarvis starts at most one server per address, through the core's `launch` (which records it in the state file
+before waiting for it, so a crash during startup is still cleaned up, and ends it again if it never gets ready), and
+only ever ends the process tree it started (`end`). A server Jarvis did not start
 is ended only when `stop_foreign_server` is true, it runs on this machine and its process looks like Ollama (never
 whatever else holds the port); then the Windows tray app (`ollama app.exe`), which restarts
 `serve` about a second after it exits, is ended first. A server run by systemd is never killed (it would come back
@@ -19,16 +20,22 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jarvis_core import processes
-from jarvis_core.engine import StartResult
-from jarvis_core.errors import EngineError, EngineTimeoutError, EngineUnavailableError
+from jarvis_core.api import (
+    EngineError,
+    EngineUnavailableError,
+    StartResult,
+    await_ready,
+    create_time,
+    end,
+    end_tree,
+    exit_reason,
+    is_local_address_placeholder,
+)
 
 from .client import client_for, version
 
 if TYPE_CHECKING:
-    import subprocess
-
-    from jarvis_core.engine import EngineContext
+    from jarvis_core.api import EngineContext, Record
 
     from .settings import OllamaSettings
 
@@ -37,9 +44,6 @@ LOG_NAME = "ollama-serve.log"
 INSTALL_HINT = ("install Ollama from https://ollama.com/download (on Linux: curl -fsSL https://ollama.com/install.sh "
                 "| sh), or set engines.ollama.executable in config.yaml to the full path of the ollama program")
 TRAY_NAMES = ("ollama app.exe", "ollama app")
-
-# The Popen objects of servers started by this process, so their exit status can be read and they are reaped.
-_children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 # --- the program --------------------------------------------------------------------------------------------------

@@ -7,37 +7,34 @@ Heavy dependencies (docker, huggingface_hub, httpx) are imported inside the func
 
 from __future__ import annotations
 
-import time
 from contextlib import closing
 from typing import TYPE_CHECKING, Callable
 
-from jarvis_core.engine import (
+from jarvis_core.api import (
     Availability,
     ChatRequest,
     Detection,
+    EngineError,
     EngineSpec,
     InferResult,
-    Message,
+    ModelMissingError,
     StartResult,
     StopResult,
     WarmupResult,
+    hookimpl,
 )
-from jarvis_core.errors import EngineError, ModelMissingError
-from jarvis_core.hookspecs import hookimpl
 
 from .common import ENGINE
 from .settings import ModelSettings, VllmSettings
 
 if TYPE_CHECKING:
-    from jarvis_core.engine import EngineContext
-    from jarvis_core.modelid import ModelRef
+    from jarvis_core.api import EngineContext, ModelRef
 
     from .hfcache import CacheCheck
 
-__all__ = ["ModelSettings", "VllmSettings", "PREFIXES", "WARMUP_PROMPT"]
+__all__ = ["ModelSettings", "VllmSettings", "PREFIXES"]
 
 PREFIXES = ("vllm:", "vl_")
-WARMUP_PROMPT = "Warm-up only, ignore: say the word ready."
 
 
 def _fix(name: str) -> str:
@@ -47,13 +44,14 @@ def _fix(name: str) -> str:
 @hookimpl
 def register_engines(register: Callable[[EngineSpec], None]) -> None:
     register(EngineSpec(name=ENGINE, prefixes=PREFIXES, settings=VllmSettings, gpu_heavy=True,
+                        one_model_at_a_time=True,  # one vLLM server serves one model: the next one replaces it
                         description="vLLM OpenAI-compatible server: the vllm/vllm-openai container or `vllm serve`"))
 
 
 def _settings(ctx: EngineContext) -> VllmSettings:
     settings = ctx.settings
     if not isinstance(settings, VllmSettings):  # a dict when the core built no dataclass (plugin used bare)
-        from jarvis_core.config import build_settings
+        from jarvis_core.api import build_settings
 
         settings = build_settings(VllmSettings, settings or {}, source=None, path="engines.vllm")
     if settings.hub_cache is None:
@@ -74,9 +72,7 @@ def _runtime(settings: VllmSettings):  # type: ignore[no-untyped-def]
 
 
 @hookimpl
-def detect(ctx: EngineContext) -> Detection | None:
-    if ctx.engine != ENGINE:
-        return None
+def detect(ctx: EngineContext) -> Detection:
     settings = _settings(ctx)
     if settings.url:
         from . import common
@@ -98,9 +94,7 @@ def _check(settings: VllmSettings, model: ModelRef) -> CacheCheck:
 
 
 @hookimpl
-def is_available(ctx: EngineContext, model: ModelRef) -> Availability | None:
-    if ctx.engine != ENGINE:
-        return None
+def is_available(ctx: EngineContext, model: ModelRef) -> Availability:
     settings = _settings(ctx)
     if settings.url:
         from . import common
@@ -120,23 +114,21 @@ def is_available(ctx: EngineContext, model: ModelRef) -> Availability | None:
 
 def _reserved_memory(settings: VllmSettings, name: str) -> tuple[int | None, str]:
     """vLLM reserves `gpu_memory_utilization` x the GPU's total memory up front, whatever the model's size."""
-    from jarvis_core import gpu
+    from jarvis_core.api import gpu_memory
 
     per = settings.models.get(name)
     setting = (f"engines.vllm.models.{name}.gpu_memory_utilization"
                if per is not None and per.gpu_memory_utilization is not None else "engines.vllm.gpu_memory_utilization")
     if settings.gpus == "none" or settings.url:
         return None, setting
-    gpus = gpu.gpu_memory()
+    gpus = gpu_memory()
     if not gpus:
         return None, setting
     return int(settings.launch(name).gpu_memory_utilization * gpus[0].total_mib * 2**20), setting
 
 
 @hookimpl
-def pull(ctx: EngineContext, model: ModelRef) -> Availability | None:
-    if ctx.engine != ENGINE:
-        return None
+def pull(ctx: EngineContext, model: ModelRef) -> Availability:
     from . import hfcache
 
     settings = _settings(ctx)
@@ -163,16 +155,14 @@ def pull(ctx: EngineContext, model: ModelRef) -> Availability | None:
 
 
 @hookimpl
-def start(ctx: EngineContext, model: ModelRef) -> StartResult | None:
-    if ctx.engine != ENGINE:
-        return None
+def start(ctx: EngineContext, model: ModelRef) -> StartResult:
     from . import common
 
     settings = _settings(ctx)
     launch = settings.launch(model.name)
     info = common.server_info(settings.base_url)
     if info is not None and launch.served_name in info.names:
-        ours = any(r.get("port") == settings.port for r in ctx.state.records(ENGINE)) and not settings.url
+        ours = common.started_by_jarvis(ctx, settings) and not settings.url
         return StartResult(address=settings.base_url, started=False, version=info.version,
                            detail=f"{'the server Jarvis started' if ours else 'a running server'} at "
                                   f"{settings.base_url} already serves {launch.served_name}")
@@ -184,7 +174,7 @@ def start(ctx: EngineContext, model: ModelRef) -> StartResult | None:
         # One vLLM serves one model: end the one Jarvis started for another model first, and let the GPU's memory
         # come back before the next one reserves its share.
         previous = stop(ctx=ctx)
-        if previous is not None and previous.stopped:
+        if previous.stopped:
             ctx.progress.note(f"vllm: {'; '.join(previous.stopped)} to make room for {launch.served_name}")
     check = None
     if not _remote_docker(settings):
@@ -201,37 +191,23 @@ def _remote_docker(settings: VllmSettings) -> bool:
 
 
 @hookimpl
-def warmup(ctx: EngineContext, model: ModelRef) -> WarmupResult | None:
-    if ctx.engine != ENGINE:
-        return None
-    request = ChatRequest(messages=[Message("user", WARMUP_PROMPT)], max_tokens=8, temperature=0.0,
-                          timeout=ctx.config.timeouts.start)
-    began = time.perf_counter()
-    result = infer(ctx=ctx, model=model, request=request)
-    elapsed = time.perf_counter() - began
-    if result is None or result.error:
-        raise EngineError(f"vLLM failed the warmup request for {model.name}: {result.error if result else '?'}",
-                          engine=ENGINE)
-    return WarmupResult(cold_start_s=elapsed, detail=f"{result.output_tokens or 0} tokens")
+def warmup(ctx: EngineContext, model: ModelRef) -> WarmupResult:
+    from jarvis_core.api import warm
+
+    return warm(ctx, model, send=lambda request: infer(ctx=ctx, model=model, request=request))
 
 
 @hookimpl
-def infer(ctx: EngineContext, model: ModelRef, request: ChatRequest) -> InferResult | None:
-    if ctx.engine != ENGINE:
-        return None
-    from jarvis_core.openai_api import chat
-
-    from . import common
+def infer(ctx: EngineContext, model: ModelRef, request: ChatRequest) -> InferResult:
+    from jarvis_core.api import openai_chat, shared_client
 
     settings = _settings(ctx)
-    return chat(common.client_for(settings.base_url), settings.launch(model.name).served_name, request)
+    return openai_chat(shared_client(settings.base_url), settings.launch(model.name).served_name, request)
 
 
 @hookimpl
-def stop(ctx: EngineContext) -> StopResult | None:
-    if ctx.engine != ENGINE:
-        return None
-    from jarvis_core import gpu, processes
+def stop(ctx: EngineContext) -> StopResult:
+    from jarvis_core.api import close_shared, gpu_memory, wait_for_release, wait_port_closed
 
     from . import common, docker_runtime, process_runtime
 
@@ -239,37 +215,35 @@ def stop(ctx: EngineContext) -> StopResult | None:
     result = StopResult()
     notes: list[str] = []
     records = ctx.state.records(ENGINE)
-    baselines = [r["gpu_baseline_mib"] for r in records if isinstance(r.get("gpu_baseline_mib"), int)]
+    baselines = [r.data["gpu_baseline_mib"] for r in records if isinstance(r.data.get("gpu_baseline_mib"), int)]
     ports: set[tuple[str, int]] = set()
     for record in records:
-        kind = record.get("kind")
         left: list[str] = []
-        if kind == "container":
+        if record.kind == "container":
             stopped, left, note = docker_runtime.stop_record(ctx, record, settings.stop_timeout)
-        elif kind == "process":
-            stopped, note = process_runtime.stop_record(record, settings.stop_timeout)
-            ctx.state.remove(record["id"])
+        elif record.kind == "process":
+            stopped, note = process_runtime.stop_record(ctx, record, settings.stop_timeout)
         else:
             continue
         result.stopped += stopped
         result.left_running += left
         if note:
             notes.append(note)
-        if isinstance(record.get("port"), int) and not left:
-            ports.add((str(record.get("host") or "127.0.0.1"), record["port"]))
-        common.close_client(f"http://{record.get('host') or '127.0.0.1'}:{record.get('port')}")
-    common.close_client(settings.base_url)
+        endpoint = common.endpoint(record)
+        if endpoint is not None and not left:
+            ports.add(endpoint)
+    close_shared(settings.base_url)  # a server Jarvis only used (remote, or already running) keeps running
     for host, port in sorted(ports):
-        if not processes.wait_port_closed(host, port, timeout=min(10.0, ctx.config.timeouts.stop)):
+        if not wait_port_closed(host, port, timeout=min(10.0, ctx.config.timeouts.stop)):
             notes.append(f"port {port} on {host} is still open (something else answers there)")
     if records and not result.left_running:
         if baselines:
-            result.memory_released = gpu.wait_for_release(min(baselines), timeout=ctx.config.timeouts.stop)
+            result.memory_released = wait_for_release(min(baselines), timeout=ctx.config.timeouts.stop)
             if result.memory_released is True:
                 notes.append("GPU memory came back")
             elif result.memory_released is False:
                 notes.append(f"GPU memory did not come back within {ctx.config.timeouts.stop:.0f} s")
-        elif gpu.gpu_memory() is None:
+        elif gpu_memory() is None:
             notes.append("no GPU to check")
     if not records:
         notes.append("nothing Jarvis started for vllm")

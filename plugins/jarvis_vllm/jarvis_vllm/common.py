@@ -1,46 +1,27 @@
-"""What both runtimes share: talking to a vLLM server, waiting for eager readiness, and turning failures into one line
-that says how to fix them."""
+"""What both runtimes share: talking to a vLLM server, when it counts as ready, and the one-line fixes for its
+failures."""
 
 from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
-from jarvis_core.errors import EngineError
+from jarvis_core.api import EngineError
 
 if TYPE_CHECKING:
     import httpx
 
-    from jarvis_core.engine import EngineContext
+    from jarvis_core.api import Detection, EngineContext, Record
 
     from .settings import VllmSettings
 
 ENGINE = "vllm"
-NOTE_EVERY_S = 10.0
-
-_clients: dict[str, Any] = {}
-
-
-def client_for(base_url: str) -> httpx.Client:
-    """One client per server for inference, so every request reuses a warm connection (fair timings)."""
-    from jarvis_core.http import make_client
-
-    client = _clients.get(base_url)
-    if client is None or client.is_closed:
-        client = _clients[base_url] = make_client(base_url)
-    return client
-
-
-def close_client(base_url: str) -> None:
-    client = _clients.pop(base_url, None)
-    if client is not None:
-        client.close()
 
 
 def probe_client(base_url: str, timeout: float = 5.0) -> httpx.Client:
     """Short timeouts for readiness polls: a loading server refuses, resets or hangs (engines.md §2.1)."""
-    from jarvis_core.http import make_client
+    from jarvis_core.api import make_client
 
     return make_client(base_url, timeout=timeout, connect_timeout=2.0)
 
@@ -61,15 +42,42 @@ def server_info(base_url: str) -> ServerInfo | None:
     """What a vLLM-like server answering `/v1/models` at base_url serves, else None."""
     import httpx
 
-    from jarvis_core.openai_api import list_models
+    from jarvis_core.api import openai_models
 
     with probe_client(base_url, timeout=2.0) as client:
         try:  # a short timeout: a port that accepts but never answers must not hold detection up
-            models = list_models(client, timeout=2.0)
+            models = openai_models(client, timeout=2.0)
         except (httpx.HTTPError, ValueError, AttributeError):
             return None
         return ServerInfo([str(m.get("id")) for m in models], version(client),
                           [str(m["root"]) for m in models if m.get("root")])
+
+
+def add_server(detection: Detection, settings: VllmSettings, notes: list[str]) -> None:
+    """What `detect` adds for a server answering on the configured port, whichever runtime started it."""
+    info = server_info(settings.base_url)
+    detection.loaded_models = {}
+    if info is not None:
+        detection.loaded_models = info.loaded_models()
+        detection.version = info.version or detection.version
+        detection.reachable = True
+        notes.append(f"a server at {settings.base_url} serves {', '.join(info.names) or 'no model'}")
+
+
+def started_by_jarvis(ctx: EngineContext, settings: VllmSettings) -> bool:
+    """Whether a server Jarvis recorded (this run's, in scope) is the one on the configured port."""
+    return any(r.data.get("port") == settings.port for r in ctx.state.records(ENGINE))
+
+
+def endpoint(record: Record) -> tuple[str, int] | None:
+    """The host and port a recorded server listens on (records of state files before version 2 hold a `host`)."""
+    from urllib.parse import urlsplit
+
+    port = record.data.get("port")
+    if not isinstance(port, int):
+        return None
+    host = (urlsplit(record.address).hostname if record.address else None) or record.data.get("host")
+    return str(host or "127.0.0.1"), port
 
 
 def version(client: httpx.Client) -> str | None:
@@ -96,41 +104,21 @@ class Readiness:
     def __call__(self) -> bool:
         import httpx
 
-        from jarvis_core.openai_api import serves
+        from jarvis_core.api import openai_serves
 
         if not self.healthy:
             try:
                 status = self.client.get("/health").status_code
             except httpx.HTTPError:
                 return False
-            if status == 404:  # servers without /health: /v1/models alone decides
-                self.healthy = True
-            elif status != 200:
+            if status != 200 and status != 404:  # 404: a server without /health, /v1/models alone decides
                 return False
             self.healthy = True
-        return serves(self.client, self.served_name)
-
-
-def wait_ready(ctx: EngineContext, *, base_url: str, served_name: str, what: str,
-               alive: Callable[[], str | None], last_log_line: Callable[[], str]) -> tuple[float, str | None]:
-    """Wait for eager readiness with progress notes; returns (seconds waited, server version). Raises EngineError."""
-    from jarvis_core.processes import wait_until_ready
-
-    next_note = [NOTE_EVERY_S]
-
-    def on_wait(elapsed: float) -> None:
-        if elapsed >= next_note[0]:
-            next_note[0] += NOTE_EVERY_S
-            line = last_log_line().strip()
-            ctx.progress.note(f"vllm: {served_name} is loading ({elapsed:.0f} s)" + (f": {line[:160]}" if line else ""))
-
-    with probe_client(base_url) as client:
-        waited = wait_until_ready(Readiness(client, served_name), timeout=ctx.config.timeouts.start, what=what,
-                                  alive=throttled(alive, 0.5), on_wait=on_wait)
-        return waited, version(client)
+        return openai_serves(self.client, self.served_name)
 
 
 def throttled(check: Callable[[], str | None], every: float) -> Callable[[], str | None]:
+    """`check` run at most once per `every` seconds (None in between): for liveness checks that cost an API call."""
     last = [0.0]
 
     def run() -> str | None:
@@ -184,8 +172,7 @@ _LOG_HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
      "the model is gated: set HF_TOKEN to a token that has access"),
     (re.compile(r"ipc path .* is longer than", re.I),
      "vLLM's IPC socket path is too long: give it a shorter TMPDIR (engines.vllm.environment)"),
-    (re.compile(r"address already in use", re.I),
-     "the port is taken: stop what holds it or set engines.vllm.port"),
+    (_PORT_CLASH, "the port is taken: stop what holds it or set engines.vllm.port"),
     (re.compile(r"unrecognized arguments: serve", re.I),
      "this image's entrypoint already is `vllm serve`; remove `serve` from extra_args"),
     (re.compile(r"unrecognized arguments", re.I),
@@ -196,29 +183,13 @@ _LOG_HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
 
 
 def log_hint(log_text: str) -> str | None:
-    """The fix for the last recognised failure in the log (later lines win: they are nearer the exit)."""
+    """The fix for the last recognised failure in the log (later lines win: they are nearer the exit): what a failed
+    start's message adds to its first line."""
     for line in reversed(log_text.splitlines()):
         for pattern, hint in _LOG_HINTS:
             if pattern.search(line):
                 return hint
     return None
-
-
-def failure_message(what: str, reason: str, log_text: str, *, secrets: list[str], log_file: str | None = None,
-                    command: str | None = None) -> str:
-    """`<what> <reason>` (+ the fix when the log tells it), then the launch command and the last log lines."""
-    from .settings import redact
-
-    hint = log_hint(log_text)
-    lines = [f"{what} {reason}" + (f" ({hint})" if hint else "") + "."]
-    if command:
-        lines.append(f"command: {command}")
-    if log_text.strip():
-        lines.append("last log lines:")
-        lines += ["  " + line for line in log_text.strip().splitlines()[-15:]]
-    if log_file:
-        lines.append(f"full log: {log_file}")
-    return redact("\n".join(lines), secrets)
 
 
 def error(message: str) -> EngineError:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import shlex
 from contextlib import closing
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from jarvis_core.engine import Detection, StartResult
-from jarvis_core.errors import EngineError, EngineUnavailableError
+from jarvis_core.api import Detection, EngineError, EngineUnavailableError, StartResult
 
 from . import common
 from .common import ENGINE, error
@@ -21,8 +21,7 @@ if TYPE_CHECKING:
     import docker
     from docker.models.containers import Container
 
-    from jarvis_core.engine import EngineContext
-    from jarvis_core.progress import Progress
+    from jarvis_core.api import EngineContext, Progress, Record
 
     from .hfcache import CacheCheck
 
@@ -33,6 +32,8 @@ LABEL_MODEL = "jarvis.model"
 CONTAINER_HF_HOME = "/root/.cache/huggingface"
 CONTAINER_MODELS = "/models"
 API_TIMEOUT = 120
+TAIL_LINES = 12
+"""Lines of the container's log a failed start quotes (as many as `launch` quotes of a process's log)."""
 
 
 def labels(run_id: str, model: str) -> dict[str, str]:
@@ -96,20 +97,10 @@ def detect(ctx: EngineContext, settings: VllmSettings) -> Detection:
             else:
                 notes.append(f"Docker is running but image {ref} is missing: `docker pull {ref}`, or run with "
                              f"--force-download")
-    _server(detection, settings, notes)
-    detection.started_by_jarvis = any(r.get("port") == settings.port for r in ctx.state.records(ENGINE))
+    common.add_server(detection, settings, notes)
+    detection.started_by_jarvis = common.started_by_jarvis(ctx, settings)
     detection.detail = redact("; ".join(notes), settings.secrets())
     return detection
-
-
-def _server(detection: Detection, settings: VllmSettings, notes: list[str]) -> None:
-    info = common.server_info(settings.base_url)
-    detection.loaded_models = {}
-    if info is not None:
-        detection.loaded_models = info.loaded_models()
-        detection.version = info.version
-        detection.reachable = True
-        notes.append(f"a server at {settings.base_url} serves {', '.join(info.names) or 'no model'}")
 
 
 # --- pull ------------------------------------------------------------------------------------------------------------
@@ -202,8 +193,9 @@ def run_kwargs(ctx: EngineContext, settings: VllmSettings, launch: ModelLaunch,
     return kwargs
 
 
-def describe_command(settings: VllmSettings, kwargs: dict[str, Any]) -> str:
-    """The `docker run` line equivalent to `kwargs`, for error messages; the environment shows names only."""
+def describe_command(settings: VllmSettings, kwargs: dict[str, Any]) -> list[str]:
+    """The `docker run` command equivalent to `kwargs`, for the record and error messages; the environment shows
+    names only."""
     parts = ["docker", "run", "-d", "--name", settings.container_name,
              "-p", f"{settings.host}:{settings.port}:{CONTAINER_PORT}"]
     for source, spec in kwargs["volumes"].items():
@@ -218,7 +210,7 @@ def describe_command(settings: VllmSettings, kwargs: dict[str, Any]) -> str:
         parts += ["--ipc", "host"]
     elif kwargs.get("shm_size"):
         parts += ["--shm-size", kwargs["shm_size"]]
-    return " ".join(shlex.quote(p) for p in parts + [kwargs["image"], *kwargs["command"]])
+    return [*parts, kwargs["image"], *kwargs["command"]]
 
 
 def clear_leftovers(ctx: EngineContext, client: docker.DockerClient, settings: VllmSettings) -> list[str]:
@@ -263,8 +255,8 @@ def clear_leftovers(ctx: EngineContext, client: docker.DockerClient, settings: V
             gone.add(container.id)
             removed.append(f"{status} container {container.name} ({container.short_id})")
     for record in ctx.state.records(ENGINE, "container", any_run=True):
-        if record.get("container_id") in gone:
-            ctx.state.remove(record["id"])
+        if record.data.get("container_id") in gone:
+            ctx.state.remove(record.id)
     if removed:
         ctx.progress.note("vllm: removed " + "; ".join(removed))
     return removed
@@ -272,7 +264,7 @@ def clear_leftovers(ctx: EngineContext, client: docker.DockerClient, settings: V
 
 def _held_message(ctx: EngineContext, name: str, container: Container) -> str:
     """One line: who holds the container named like ours, and how to free it."""
-    from jarvis_core.loadout import PREFIX
+    from jarvis_core.api import LOADOUT_RUN_PREFIX as PREFIX
 
     run_id = (container.labels or {}).get(LABEL_RUN, "")
     model = (container.labels or {}).get(LABEL_MODEL) or "?"
@@ -281,7 +273,7 @@ def _held_message(ctx: EngineContext, name: str, container: Container) -> str:
         loadout = run_id[len(PREFIX):]
         return (f"{held} loadout {loadout}; Jarvis leaves it alone. Free it with `jarvis loadout down {loadout}`, "
                 f"or set engines.vllm.container_name (and port) to others for this run.")
-    if any(r.get("run_id") == run_id for r in ctx.state.records(any_run=True)):
+    if any(r.run_id == run_id for r in ctx.state.records(any_run=True)):
         return (f"{held} another Jarvis run that is still going (run {run_id}); Jarvis leaves it alone. Wait for "
                 f"that run to finish, or set engines.vllm.container_name (and port) to others for this run.")
     return (f"{held} Jarvis run {run_id or '?'}, which Jarvis's state does not know (another state folder?); "
@@ -308,9 +300,11 @@ def _remove(container: Container) -> None:
 
 
 def start(ctx: EngineContext, settings: VllmSettings, launch: ModelLaunch, check: CacheCheck | None) -> StartResult:
+    """Create, record and start the container, then wait with the core's `await_ready`; on any failure (an exit, a
+    timeout, Ctrl-C) the container is removed and its record dropped, and the error quotes the container's log."""
     from docker.errors import APIError, ImageNotFound
 
-    from jarvis_core import gpu, processes
+    from jarvis_core.api import end, gpu_memory, listener_pid, port_open, process_name
 
     client = connect(settings.docker_host)
     try:
@@ -322,13 +316,12 @@ def start(ctx: EngineContext, settings: VllmSettings, launch: ModelLaunch, check
                     f"`docker pull {ref}`.", engine=ENGINE)
             pull_image(client, ref, ctx.progress)
         clear_leftovers(ctx, client, settings)
-        if processes.port_open(settings.connect_host, settings.port):
-            pid = processes.listener_pid(settings.port)
-            raise error(common.port_clash_message(settings, processes.process_name(pid) if pid else None))
+        if port_open(settings.connect_host, settings.port):
+            pid = listener_pid(settings.port)
+            raise error(common.port_clash_message(settings, process_name(pid) if pid else None))
 
         kwargs = run_kwargs(ctx, settings, launch, check)
-        command = describe_command(settings, kwargs)
-        gpus = gpu.gpu_memory()
+        gpus = gpu_memory()
         ctx.progress.note(f"vllm: starting container {settings.container_name} ({ref}) for {launch.model}")
         try:
             container = client.containers.create(**kwargs)
@@ -337,19 +330,21 @@ def start(ctx: EngineContext, settings: VllmSettings, launch: ModelLaunch, check
                                          engine=ENGINE) from None
         except APIError as exc:
             raise _api_error(exc, settings, "Creating the vLLM container") from None
-        record = ctx.state.add(ENGINE, "container", run_id=ctx.run_id, container=settings.container_name,
-                               container_id=container.id, docker_host=settings.docker_host, host=settings.connect_host,
-                               port=settings.port, image=ref, model=launch.model, served_name=launch.served_name,
+        record = ctx.state.add(ENGINE, "container", run_id=ctx.run_id, address=settings.base_url,
+                               log=ctx.state.log_path(f"vllm-{settings.container_name}.log"),
+                               command=describe_command(settings, kwargs), container=settings.container_name,
+                               container_id=container.id, docker_host=settings.docker_host, port=settings.port,
+                               image=ref, model=launch.model, served_name=launch.served_name,
                                gpu_baseline_mib=gpus[0].used_mib if gpus else None)
         try:
             try:
                 container.start()
             except APIError as exc:
                 raise _api_error(exc, settings, "Starting the vLLM container") from None
-            waited, found_version = _wait(ctx, settings, container, launch, command)
+            waited, found_version = _wait(ctx, settings, container, launch, record)
         except BaseException:
             _remove(container)  # a failed start leaves it "created" (port clash, GPU refused): never keep it
-            ctx.state.remove(record["id"])
+            end(ctx, record)
             raise
         return StartResult(address=settings.base_url, started=True, version=found_version,
                            detail=f"container {settings.container_name} ({container.short_id}, {ref}) ready in "
@@ -361,10 +356,10 @@ def start(ctx: EngineContext, settings: VllmSettings, launch: ModelLaunch, check
 def _api_error(exc: Exception, settings: VllmSettings, doing: str) -> EngineError:
     text = _first_line(exc)
     if common.is_port_clash(text):
-        from jarvis_core import processes
+        from jarvis_core.api import listener_pid, process_name
 
-        pid = processes.listener_pid(settings.port)
-        return error(common.port_clash_message(settings, processes.process_name(pid) if pid else None))
+        pid = listener_pid(settings.port)
+        return error(common.port_clash_message(settings, process_name(pid) if pid else None))
     if common.is_gpu_refusal(text):
         return EngineUnavailableError(common.gpu_runtime_message(), engine=ENGINE)
     if getattr(exc, "status_code", None) == 409 and "already in use" in text:
@@ -374,40 +369,41 @@ def _api_error(exc: Exception, settings: VllmSettings, doing: str) -> EngineErro
 
 
 def _wait(ctx: EngineContext, settings: VllmSettings, container: Container, launch: ModelLaunch,
-          command: str) -> tuple[float, str | None]:
+          record: Record) -> tuple[float, str | None]:
+    """Wait until the container serves the model: (seconds waited, server version). A failure is raised with the
+    container's log (saved to the record's log file) and the fix it tells."""
     from docker.errors import NotFound
 
-    exit_info: dict[str, Any] = {}
+    from jarvis_core.api import await_ready
 
     def alive() -> str | None:
         try:
             container.reload()
         except NotFound:
-            exit_info["reason"] = "disappeared (removed by someone else?)"
-            return exit_info["reason"]
-        reason = exit_reason(container.attrs.get("State") or {})
-        if reason is not None:
-            exit_info["reason"] = reason
-        return reason
+            return "disappeared (removed by someone else?)"
+        return exit_reason(container.attrs.get("State") or {})
 
-    def last_line() -> str:
-        return _logs(container, 1).strip()
-
-    what = f"The vLLM container {settings.container_name}"
+    secrets = settings.secrets()
     try:
-        return common.wait_ready(ctx, base_url=settings.base_url, served_name=launch.served_name, what=what,
-                                 alive=alive, last_log_line=last_line)
+        with common.probe_client(settings.base_url) as client:
+            waited = await_ready(ctx, what=f"The vLLM container {settings.container_name}",
+                                 ready=common.Readiness(client, launch.served_name),
+                                 alive=common.throttled(alive, 0.5),  # each check is a Docker API call
+                                 progress_line=lambda: redact(_logs(container, 1), secrets))
+            return waited, common.version(client)
     except EngineError as exc:
-        log_file = _save_logs(ctx, settings, container)
-        text = _logs(container, 40)
-        if "reason" in exit_info:
-            reason = exit_info["reason"]
-        else:  # timed out
-            reason = f"was not ready after {ctx.config.timeouts.start:.0f} s (raise timeouts.start in config.yaml " \
-                     f"if it needs longer)"
-        message = common.failure_message(what, reason, text, secrets=settings.secrets(), log_file=log_file,
-                                         command=command)
-        raise type(exc)(message, engine=ENGINE) from None
+        _save_logs(container, record, secrets)
+        raise failure(exc, redact(_logs(container, TAIL_LINES), secrets), record) from None
+
+
+def failure(exc: EngineError, log_tail: str, record: Record) -> EngineError:
+    """The error of a failed start, worded as the core's `launch` words it for a process: the reason, the fix the
+    log tells, the command and the log file, then the log's last lines (`log_tail`, already redacted)."""
+    hint = common.log_hint(log_tail)
+    log_tail = "\n".join(log_tail.strip().splitlines()[-TAIL_LINES:])
+    command = shlex.join(record.command or ())
+    return type(exc)(f"{exc}{'; ' + hint if hint else ''} (command: {command}; log: {record.log})"
+                     + (f"\nLast lines of {record.log}:\n{log_tail}" if log_tail else ""), engine=ENGINE)
 
 
 def exit_reason(state: dict[str, Any]) -> str | None:
@@ -415,7 +411,7 @@ def exit_reason(state: dict[str, Any]) -> str | None:
     if state.get("Status") not in ("exited", "dead"):
         return None
     oom = " (OOMKilled: the container ran out of memory)" if state.get("OOMKilled") else ""
-    return f"exited with code {state.get('ExitCode')}{oom} before it was ready"
+    return f"exited with code {state.get('ExitCode')}{oom}"
 
 
 def _logs(container: Container, lines: int) -> str:
@@ -427,38 +423,39 @@ def _logs(container: Container, lines: int) -> str:
         return ""
 
 
-def _save_logs(ctx: EngineContext, settings: VllmSettings, container: Container) -> str | None:
+def _save_logs(container: Container, record: Record, secrets: list[str]) -> None:
+    """The container's whole log, redacted, into the record's log file: the container is removed right after."""
     from docker.errors import APIError, NotFound
 
-    path = ctx.state.log_path(f"vllm-{settings.container_name}.log")
     try:
         data = container.logs().decode("utf-8", "replace")
     except (APIError, NotFound):
-        return None
-    path.write_text(redact(data, settings.secrets()), encoding="utf-8")
-    return str(path)
+        return
+    Path(record.log or "").write_text(redact(data, secrets), encoding="utf-8")
 
 
 # --- stop ------------------------------------------------------------------------------------------------------------
 
 
-def stop_record(ctx: EngineContext, record: dict[str, Any], stop_timeout: float) -> tuple[list[str], list[str], str]:
-    """Stop and remove the container of one state record: (stopped, left running, note)."""
+def stop_record(ctx: EngineContext, record: Record, stop_timeout: float) -> tuple[list[str], list[str], str]:
+    """Stop and remove the container of one state record and drop the record: (stopped, left running, note)."""
     from docker.errors import APIError, NotFound
 
-    name = record.get("container") or "?"
+    from jarvis_core.api import end
+
+    name = record.data.get("container") or "?"
     try:
-        client = connect(record.get("docker_host"))
+        client = connect(record.data.get("docker_host"))
     except EngineUnavailableError as exc:
         return [], [f"container {name}"], f"kept its record: {exc}"
     with closing(client):
         try:
-            container = client.containers.get(record.get("container_id") or name)
+            container = client.containers.get(record.data.get("container_id") or name)
         except NotFound:
-            ctx.state.remove(record["id"])
+            end(ctx, record)
             return [], [], f"container {name} was already gone"
         if not is_ours(container):  # never happens for our own IDs; a safety net for records pointing at names
-            ctx.state.remove(record["id"])
+            end(ctx, record)
             return [], [f"container {container.name} (not created by Jarvis)"], ""
         try:
             container.stop(timeout=int(max(1, stop_timeout)))
@@ -467,5 +464,5 @@ def stop_record(ctx: EngineContext, record: dict[str, Any], stop_timeout: float)
         except Exception:  # requests' ReadTimeout when the daemon is slow: remove(force) kills it anyway
             pass
         _remove(container)
-        ctx.state.remove(record["id"])
+        end(ctx, record)
         return [f"container {name} ({container.short_id}) stopped and removed"], [], ""

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from jarvis_core.engine import Detection, StartResult
-from jarvis_core.errors import EngineError, EngineUnavailableError
+from jarvis_core.api import Detection, EngineUnavailableError, StartResult
 
 from . import common
 from .common import ENGINE, error
 from .settings import ModelLaunch, VllmSettings, redact
 
 if TYPE_CHECKING:
-    from jarvis_core.engine import EngineContext
+    from jarvis_core.api import EngineContext, Record
 
     from .hfcache import CacheCheck
 
@@ -53,14 +51,8 @@ def detect(ctx: EngineContext, settings: VllmSettings) -> Detection:
         detection.installed = True
         detection.version = installed_version(exe)
         notes.append(f"{exe}" + (f" (vLLM {detection.version})" if detection.version else ""))
-    info = common.server_info(settings.base_url)
-    detection.loaded_models = {}
-    if info is not None:
-        detection.loaded_models = info.loaded_models()
-        detection.reachable = True
-        detection.version = info.version or detection.version
-        notes.append(f"a server at {settings.base_url} serves {', '.join(info.names) or 'no model'}")
-    detection.started_by_jarvis = any(r.get("port") == settings.port for r in ctx.state.records(ENGINE))
+    common.add_server(detection, settings, notes)
+    detection.started_by_jarvis = common.started_by_jarvis(ctx, settings)
     detection.detail = redact("; ".join(notes), settings.secrets())
     return detection
 
@@ -82,77 +74,44 @@ def environment(ctx: EngineContext, settings: VllmSettings) -> dict[str, str]:
 
 
 def start(ctx: EngineContext, settings: VllmSettings, launch: ModelLaunch, check: CacheCheck | None) -> StartResult:
-    from jarvis_core import gpu, processes
+    """`vllm serve` through the core's one start sequence (`launch`): spawned, recorded, waited for until it serves
+    the model, and on any failure ended, unrecorded and reported with its command, log tail and fix."""
+    from jarvis_core.api import gpu_memory, listener_pid, port_open, process_name, tail
+    from jarvis_core.api import launch as launch_server
 
     exe = find_executable(settings.executable)
     if exe is None:
         raise EngineUnavailableError(
             f"The vLLM executable `{settings.executable}` was not found: `pip install vllm` (Linux), set "
             f"engines.vllm.executable to its path, or use engines.vllm.runtime: docker.", engine=ENGINE)
-    if processes.port_open(settings.connect_host, settings.port):
-        pid = processes.listener_pid(settings.port)
-        raise error(common.port_clash_message(settings, processes.process_name(pid) if pid else None))
+    if port_open(settings.connect_host, settings.port):
+        pid = listener_pid(settings.port)
+        raise error(common.port_clash_message(settings, process_name(pid) if pid else None))
 
-    cmd = command(exe, settings, launch, check)
-    log_path = ctx.state.log_path(f"vllm-serve-{settings.port}.log")
-    log_path.write_bytes(b"")  # this start's lines only: error messages quote its tail
-    gpus = gpu.gpu_memory()
-    ctx.progress.note(f"vllm: starting `vllm serve {launch.model}` on port {settings.port} (log: {log_path})")
-    try:
-        proc = processes.spawn(cmd, log_path=log_path, env=environment(ctx, settings))
-    except OSError as exc:
-        raise EngineUnavailableError(f"Cannot run {exe}: {exc}", engine=ENGINE) from None
-    created = processes.create_time(proc.pid)
-    record = ctx.state.add(ENGINE, "process", run_id=ctx.run_id, pid=proc.pid, create_time=created,
-                           host=settings.connect_host, port=settings.port, model=launch.model,
-                           served_name=launch.served_name, log=str(log_path),
-                           gpu_baseline_mib=gpus[0].used_mib if gpus else None)
-    try:
-        waited, version = _wait(ctx, settings, proc, launch, cmd, log_path)
-    except BaseException:
-        processes.end_tree(proc.pid, created, timeout=settings.stop_timeout)
-        proc.wait(timeout=5)
-        ctx.state.remove(record["id"])
-        raise
-    return StartResult(address=settings.base_url, started=True, version=version,
-                       detail=f"vllm serve (pid {proc.pid}) ready in {waited:.1f} s; log {log_path}")
+    secrets = settings.secrets()
+    log_name = f"vllm-serve-{settings.port}.log"
+    log = ctx.state.log_path(log_name)
+    gpus = gpu_memory()
+    with common.probe_client(settings.base_url) as client:
+        launched = launch_server(ctx, command(exe, settings, launch, check), what=f"vllm serve {launch.model}",
+                                 log_name=log_name, ready=common.Readiness(client, launch.served_name),
+                                 address=settings.base_url, env=environment(ctx, settings), timeout=None,
+                                 redact=lambda text: redact(text, secrets), explain=common.log_hint,
+                                 progress_line=lambda: redact(tail(log, 1), secrets),
+                                 port=settings.port, model=launch.model, served_name=launch.served_name,
+                                 gpu_baseline_mib=gpus[0].used_mib if gpus else None)
+        found_version = common.version(client)
+    return StartResult(address=settings.base_url, started=True, version=found_version,
+                       detail=f"vllm serve (pid {launched.pid}) ready in {launched.waited_s:.1f} s; log {launched.log}")
 
 
-def _wait(ctx: EngineContext, settings: VllmSettings, proc: Any, launch: ModelLaunch, cmd: list[str],
-          log_path: Path) -> tuple[float, str | None]:
-    from jarvis_core.processes import tail
+def stop_record(ctx: EngineContext, record: Record, stop_timeout: float) -> tuple[list[str], str]:
+    """End the process tree of one state record (only if pid and create time still match) and drop the record:
+    (stopped, note)."""
+    from jarvis_core.api import end
 
-    exit_info: dict[str, str] = {}
-
-    def alive() -> str | None:
-        code = proc.poll()
-        if code is None:
-            return None
-        exit_info["reason"] = f"exited with code {code} before it was ready"
-        return exit_info["reason"]
-
-    what = f"vllm serve {launch.model}"
-    try:
-        return common.wait_ready(ctx, base_url=settings.base_url, served_name=launch.served_name, what=what,
-                                 alive=alive, last_log_line=lambda: tail(log_path, 1))
-    except EngineError as exc:
-        text = tail(log_path, 40)
-        if "reason" in exit_info and common.is_port_clash(text):
-            raise error(common.port_clash_message(settings)) from None
-        reason = exit_info.get("reason") or (f"was not ready after {ctx.config.timeouts.start:.0f} s (raise "
-                                             f"timeouts.start in config.yaml if it needs longer)")
-        message = common.failure_message(what, reason, text, secrets=settings.secrets(), log_file=str(log_path),
-                                         command=shlex.join(cmd))
-        raise type(exc)(message, engine=ENGINE) from None
-
-
-def stop_record(record: dict[str, Any], stop_timeout: float) -> tuple[list[str], str]:
-    """End the process tree of one state record (only if pid and create time still match): (stopped, note)."""
-    from jarvis_core import processes
-
-    pid = record.get("pid")
-    if not isinstance(pid, int):
+    if end(ctx, record, timeout=stop_timeout):
+        return [f"vllm serve (pid {record.pid}) ended with its process tree"], ""
+    if record.pid is None:
         return [], "a process record without a pid"
-    if processes.end_tree(pid, record.get("create_time"), timeout=stop_timeout):
-        return [f"vllm serve (pid {pid}) ended with its process tree"], ""
-    return [], f"vllm serve (pid {pid}) had already exited"
+    return [], f"vllm serve (pid {record.pid}) had already exited"
