@@ -164,6 +164,7 @@ def run(setups_path: str | None, config_path: str | None, selected: tuple[str, .
     from .cleanup import clean_leftovers
     from .config import load_config
     from .errors import UsageError
+    from .plan import build_plan
     from .results import read_results
     from .runner import Runner, done_keys, exit_code, summary_table
     from .session import Session
@@ -192,14 +193,8 @@ def run(setups_path: str | None, config_path: str | None, selected: tuple[str, .
         chosen = [s for s in suite.setups if s.name in selected]
     session = Session(config, force_download=force_download)
     session.validate_settings()
-    for setup in chosen:  # every ID must parse before anything starts; uninstalled engines become unavailable
-        for entry in setup.models:
-            try:
-                session.resolve(entry.id)
-            except EngineNotInstalledError:
-                pass
-            except ModelIdError as exc:
-                raise ModelIdError(f"{suite.source}, setup '{setup.name}': {exc}") from None
+    # Every ID is resolved once, before anything starts; uninstalled engines become unavailable.
+    plan = build_plan(session, suite, chosen, repeat=repeat)
     if not resume:
         out_dir = Path(output) if output else config.output_dir / time.strftime("%Y%m%d-%H%M%S")
     for line in clean_leftovers(session):
@@ -211,7 +206,7 @@ def run(setups_path: str | None, config_path: str | None, selected: tuple[str, .
     stop_signals = [signal.SIGTERM] + ([signal.SIGBREAK] if hasattr(signal, "SIGBREAK") else [])
     previous = {sig: signal.signal(sig, _raise_keyboard_interrupt) for sig in stop_signals}
     try:
-        rows = runner.run(chosen, argv=sys.argv[1:])
+        rows = runner.run(plan, argv=sys.argv[1:])
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

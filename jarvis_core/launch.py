@@ -64,7 +64,7 @@ def launch(ctx: EngineContext, command: Sequence[str], *, what: str, log_name: s
     log = ctx.state.log_path(log_name)
     log.write_text(f"--- jarvis {time.strftime('%Y-%m-%d %H:%M:%S')}: {redact(shlex.join(command))}\n",
                    encoding="utf-8")  # one start per log: a failure's tail is this start's
-    ctx.progress.note(f"{ctx.engine}: starting {what} (log: {log})")
+    ctx.progress.note(f"Starting {what} (log: {log})")
     try:
         proc = processes.spawn(command, log_path=log, env=env)
     except OSError as exc:

@@ -17,6 +17,7 @@ from .engine import Availability
 from .errors import EngineNotInstalledError, JarvisError, UsageError
 from .gpu import gpu_memory, wait_for_release
 from .modelid import ModelRef
+from .results import Status
 from .session import Session
 from .state import LOADOUT_RUN_PREFIX, StateStore
 
@@ -113,7 +114,7 @@ def status(session: Session, name: str | None, model_ids: list[str]) -> LoadoutS
             key = next((k for k in d.loaded_models if same_model(session, ref.engine, k, ref.name)), None)
             item.loaded = key is not None
             item.memory_bytes = d.loaded_models.get(key) if key else None
-        item.status = ("MISSING" if item.present is False else "loaded" if item.loaded else
+        item.status = (Status.MISSING.shown if item.present is False else "loaded" if item.loaded else
                        "not loaded" if item.loaded is False else "unknown")
         if not d.usable:
             item.status, item.detail = "unavailable", d.detail
@@ -164,7 +165,7 @@ def up(session: Session, name: str, model_ids: list[str], say: Callable[[str], N
         if verdict.status in ("missing", "unavailable"):
             missing = verdict.status == "missing"
             result.models.append(ModelState(ref.canonical, ref.engine, present=False if missing else None,
-                                            status="MISSING" if missing else "unavailable", detail=verdict.detail))
+                                            status=Status.MISSING.shown if missing else "unavailable", detail=verdict.detail))
             continue
         if any(same_model(session, ref.engine, k, ref.name) for k in detection.loaded_models or ()):
             resident.add(ref.canonical)  # already counted in the GPU's used memory: not needed again

@@ -19,12 +19,78 @@ import json
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .metrics import STAT_FIGURES, Stats, stats
 
-STATUSES = ("ok", "failed", "error", "missing", "unavailable", "skipped")
+
+class Status(str, Enum):
+    """A sample's or a cell's status. Written as its value (`missing`); `shown` is how the console and the report
+    show it (`MISSING`, so that a missing model stands out)."""
+
+    OK = "ok"
+    FAILED = "failed"
+    ERROR = "error"
+    MISSING = "missing"
+    UNAVAILABLE = "unavailable"
+    SKIPPED = "skipped"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def shown(self) -> str:
+        return self.value.upper() if self is Status.MISSING else self.value
+
+
+STATUSES = tuple(s.value for s in Status)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+@dataclass
+class Sample:
+    """One timed request, or one cell that could not run (`repetition` None, no answer or figures)."""
+
+    setup: str
+    model: str
+    """The canonical model ID."""
+    engine: str
+    test: str
+    repetition: int | None
+    status: Status
+    reason: str = ""
+    cold: bool = False
+    engine_model: str | None = None
+    """The name the engine got (measured samples only)."""
+    stream: bool | None = None
+    answer: str | None = None
+    finish_reason: str | None = None
+    figures: dict[str, Any] = field(default_factory=dict)
+    """`metrics.figures` of the answer."""
+    server: dict[str, Any] = field(default_factory=dict)
+    time: str = field(default_factory=now_iso)
+
+    @property
+    def measured(self) -> bool:
+        return self.engine_model is not None
+
+    def to_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"type": "sample", "setup": self.setup, "model": self.model, "engine": self.engine}
+        if self.measured:
+            record["engine_model"] = self.engine_model
+        record.update({"test": self.test, "repetition": self.repetition, "cold": self.cold,
+                       "status": self.status.value, "reason": self.reason})
+        if self.measured:
+            record.update({"stream": self.stream, "answer": self.answer, "finish_reason": self.finish_reason,
+                           **self.figures, "server": self.server})
+        record["time"] = self.time
+        return record
 
 
 class ResultsWriter:

@@ -1,6 +1,6 @@
 """`jarvis run`: setups one after another on one GPU, every sample appended to results.jsonl as it is measured.
 
-For each model of a setup: resolve, detect the engine, check availability without downloading (MISSING otherwise,
+The plan (`plan.build_plan`) has every model resolved once. For each planned model: detect the engine, check availability without downloading (MISSING otherwise,
 or pull with --force-download), make room on the GPU, start, warm up, run every test the set number of times, and
 tear down what Jarvis started unless the next setup uses the same engine. Ctrl-C or SIGTERM stops cleanly: what
 Jarvis started is torn down and what was measured is kept.
@@ -15,34 +15,31 @@ import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import __version__, lifecycle
 from .engine import ChatRequest, Detection, InferResult, Message
 from .gpu import gpu_memory, wait_for_release
-from .errors import EngineNotInstalledError, EngineUnavailableError, JarvisError, ModelMissingError
+from .errors import EngineUnavailableError, JarvisError, ModelMissingError
 from .metrics import figures
 from .modelid import ModelRef
-from .results import ResultsWriter, SummaryRow, read_results, summarize
+from .plan import PlannedModel, PlannedSetup, SampleKey
+from .results import ResultsWriter, Sample, Status, SummaryRow, now_iso, read_results, summarize
 from .session import Session
-from .setups import ModelEntry, Setup, Suite, TestCase
+from .setups import Suite, TestCase
 from .warmup import warmup_request
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
-
 
 @dataclass
 class Runner:
     session: Session
     suite: Suite
     out_dir: Path
-    repeat: int | None = None
     say: Callable[[str], None] = print
-    done: set[tuple[Any, ...]] = field(default_factory=set)
-    """Keys of samples already in results.jsonl (resume): (setup, model, test, repetition)."""
+    done: set[SampleKey] = field(default_factory=set)
+    """Samples already in results.jsonl (resume)."""
+    repeat: int | None = None
+    """Recorded in the run record; the plan already applied it."""
     interrupted: bool = False
 
     def __post_init__(self) -> None:
@@ -56,156 +53,146 @@ class Runner:
 
     # --- the run ---------------------------------------------------------------------------------------------
 
-    def run(self, setups: list[Setup], argv: list[str] | None = None) -> list[SummaryRow]:
+    def run(self, plan: list[PlannedSetup], argv: list[str] | None = None) -> list[SummaryRow]:
         self._writer = ResultsWriter(self.results_path)
         self._write({"type": "run", **environment(self.session, self.suite, argv),
-                     "selected_setups": [s.name for s in setups], "repeat": self.repeat, "resumed": bool(self.done)})
+                     "selected_setups": [p.setup.name for p in plan], "repeat": self.repeat,
+                     "resumed": bool(self.done)})
         try:
-            for index, setup in enumerate(setups):
-                self._run_setup(setup)
-                following = setups[index + 1] if index + 1 < len(setups) else None
-                self._teardown(keep=self._engines_of(following) if following else set())
+            for index, planned in enumerate(plan):
+                for model in planned.models:
+                    self._run_model(model)
+                following = plan[index + 1] if index + 1 < len(plan) else None
+                self._teardown(keep=following.engines if following else frozenset())
         except KeyboardInterrupt:
             self.interrupted = True
             self.say("Interrupted: stopping what Jarvis started and keeping what was measured.")
         finally:
             with shielded_from_interrupts():
-                self._teardown(keep=set())
+                self._teardown(keep=frozenset())
                 self._write({"type": "end", "ended_at": now_iso(), "interrupted": self.interrupted})
                 self._writer.close()
         return summarize(read_results(self.results_path))
 
-    def _run_setup(self, setup: Setup) -> None:
-        tests = self.suite.tests_for(setup)
-        for entry in setup.models:
-            self._run_model(setup, entry, tests)
-
-    def _run_model(self, setup: Setup, entry: ModelEntry, tests: list[TestCase]) -> None:
-        try:
-            ref = self.session.resolve(entry.id)
-        except EngineNotInstalledError as exc:
-            self._cells(setup, entry.id, "", tests, "unavailable", str(exc))
+    def _run_model(self, model: PlannedModel) -> None:
+        todo = model.todo(self.done)
+        if model.ref is None:
+            self._cells(model, todo, Status.UNAVAILABLE, model.unresolved)
             return
-        label = ref.canonical
-        repetitions = self.repeat or ref.flags.repeat or self.suite.defaults.repetitions
-        todo = [t for t in tests if any((setup.name, label, t.id, r) not in self.done
-                                        for r in range(1, repetitions + 1))
-                and (setup.name, label, t.id, None) not in self.done]
         if not todo:
             return
-        self.say(f"[{setup.name}] {label}")
+        ref = model.ref
+        self.say(f"[{model.setup}] {model.label}")
         detection = self._detect(ref.engine)
-        warmups = ref.flags.warmup if ref.flags.warmup is not None else self.suite.defaults.warmup
         try:
             verdict = lifecycle.check(self.session, ref, detection, fix="jarvis run --force-download")
             if verdict.status in ("missing", "unavailable"):
-                if verdict.status == "missing":
-                    self.say(f"  MISSING: {verdict.detail}")
-                self._cells(setup, label, ref.engine, todo, verdict.status, verdict.detail)
+                status = Status(verdict.status)
+                if status is Status.MISSING:
+                    self.say(f"  {status.shown}: {verdict.detail}")
+                self._cells(model, todo, status, verdict.detail)
                 return
             # Active before it starts: a start that fails half-way is still torn down (stop works from the records).
             self._active.add(ref.engine)
-            started, warm = lifecycle.bring_up(self.session, ref, verdict, warm=warmups > 0, say=self.say,
+            started, warm = lifecycle.bring_up(self.session, ref, verdict, warm=model.warmups > 0, say=self.say,
                                                before_start=lambda: self._make_room(ref.engine))
             if ref.engine not in self._engine_recorded:
                 self._engine_recorded.add(ref.engine)
                 self._write({"type": "engine", "engine": ref.engine, "version": started.version or detection.version,
                              "address": started.address, "started_by_jarvis": started.started})
             if warm is not None:
-                for _ in range(warmups - 1):
+                for _ in range(model.warmups - 1):
                     self.session.infer(ref, warmup_request(self.session.context(ref.engine), stream=ref.flags.stream))
                 self.say(f"  cold start {warm.cold_start_s:.2f} s" +
                          (f" (engine load {warm.load_s:.2f} s)" if warm.load_s is not None else ""))
-                self._write({"type": "warmup", "setup": setup.name, "model": label, "engine": ref.engine,
+                self._write({"type": "warmup", "setup": model.setup, "model": model.label, "engine": ref.engine,
                              "cold_start_s": warm.cold_start_s, "load_s": warm.load_s, "detail": warm.detail})
         except EngineUnavailableError as exc:
-            self._cells(setup, label, ref.engine, todo, "unavailable", str(exc))
+            self._cells(model, todo, Status.UNAVAILABLE, str(exc))
             return
         except ModelMissingError as exc:
-            self._cells(setup, label, ref.engine, todo, "missing", str(exc))
+            self._cells(model, todo, Status.MISSING, str(exc))
             return
         except JarvisError as exc:
             self.say(f"  error: {exc}")
-            self._cells(setup, label, ref.engine, todo, "error", str(exc))
+            self._cells(model, todo, Status.ERROR, str(exc))
             return
         availability = verdict.availability
-        cold_pending = warmups == 0
-        capabilities = entry.capabilities if entry.capabilities is not None else availability.capabilities
+        cold_pending = model.warmups == 0
+        capabilities = model.entry.capabilities if model.entry.capabilities is not None else \
+            (availability.capabilities if availability is not None else None)
         runnable = []
         for test in todo:
             missing_caps = [c for c in test.requires if capabilities is not None and c not in capabilities]
             if missing_caps or (test.requires and capabilities is None):
-                reason = (f"{label} lacks {', '.join(missing_caps)}" if missing_caps else
-                          f"the engine does not say whether {label} supports {', '.join(test.requires)}; "
-                          f"declare it in the setup: {{id: {entry.id}, capabilities: [{', '.join(test.requires)}]}}")
-                self._cells(setup, label, ref.engine, [test], "skipped", reason)
+                reason = (f"{model.label} lacks {', '.join(missing_caps)}" if missing_caps else
+                          f"the engine does not say whether {model.label} supports {', '.join(test.requires)}; "
+                          f"declare it in the setup: {{id: {model.entry.id}, capabilities: [{', '.join(test.requires)}]}}")
+                self._cells(model, [test], Status.SKIPPED, reason)
             else:
                 runnable.append(test)
         # Repetitions go round the tests, so no prompt follows itself: engines reuse the cached prefix of the
         # previous prompt (llama.cpp always does), which would make every repetition after the first look faster.
-        for rep in range(1, repetitions + 1):
+        for rep in range(1, model.repetitions + 1):
             for test in runnable:
-                if (setup.name, label, test.id, rep) in self.done:
+                if model.key(test, rep) in self.done:
                     continue
                 result = self.session.infer(ref, self._request(test, ref))
-                self._sample(setup, ref, test, rep, result, cold=cold_pending)
+                self._sample(model, test, rep, result, cold=cold_pending)
                 cold_pending = False
                 if result.error and not self._detect(ref.engine, fresh=True).reachable:
                     reason = f"engine stopped responding: {result.error}"
                     self.say(f"  {reason}")
-                    self._cells(setup, label, ref.engine, runnable, "error", reason)
+                    self._cells(model, runnable, Status.ERROR, reason)
                     self._stop(ref.engine)  # what is left of it (orphaned runners, records) goes too
                     return
 
     # --- requests and samples ----------------------------------------------------------------------------------
 
-    def _request(self, test: TestCase | None, ref: ModelRef) -> ChatRequest:
+    def _request(self, test: TestCase, ref: ModelRef) -> ChatRequest:
         d, f = self.suite.defaults, ref.flags
-        if test is None:
-            messages = [Message("user", WARMUP_PROMPT)]
-        else:
-            images = tuple(p.read_bytes() for p in test.images)
-            messages = [Message(role, content) for role, content in test.messages]  # type: ignore[arg-type]
-            if images:
-                messages[-1] = Message(messages[-1].role, messages[-1].content, images)
+        images = tuple(p.read_bytes() for p in test.images)
+        messages = [Message(role, content) for role, content in test.messages]  # type: ignore[arg-type]
+        if images:
+            messages[-1] = Message(messages[-1].role, messages[-1].content, images)
 
         def pick(*values: Any) -> Any:
             return next((v for v in values if v is not None), None)
 
         return ChatRequest(
             messages=messages, stream=f.stream,
-            max_tokens=pick(f.max_tokens, test.max_tokens if test else 8, d.max_tokens),
-            temperature=pick(f.temperature, test.temperature if test else None, d.temperature),
-            seed=pick(f.seed, test.seed if test else None, d.seed),
+            max_tokens=pick(f.max_tokens, test.max_tokens, d.max_tokens),
+            temperature=pick(f.temperature, test.temperature, d.temperature),
+            seed=pick(f.seed, test.seed, d.seed),
             timeout=pick(f.timeout, d.timeout, self.session.config.timeouts.request))
 
-    def _sample(self, setup: Setup, ref: ModelRef, test: TestCase, rep: int, result: InferResult,
-                cold: bool) -> None:
+    def _sample(self, model: PlannedModel, test: TestCase, rep: int, result: InferResult, cold: bool) -> None:
+        assert model.ref is not None
         if result.error:
-            status, reason = "error", result.error
+            status, reason = Status.ERROR, result.error
         else:
-            status, reason = "ok", ""
+            status, reason = Status.OK, ""
             for check in test.checks:
                 passed, why = check.passes(result.text)
                 if not passed:
-                    status, reason = "failed", why
+                    status, reason = Status.FAILED, why
                     break
-        record = {"type": "sample", "setup": setup.name, "model": ref.canonical, "engine": ref.engine,
-                  "engine_model": ref.name, "test": test.id, "repetition": rep, "cold": cold, "status": status,
-                  "reason": reason, "stream": result.stream, "answer": result.text, "finish_reason":
-                  result.finish_reason, **figures(result), "server": result.server, "time": now_iso()}
-        self._write(record)
-        shown = record["ttft_s"] if result.stream else record["e2e_s"]
+        sample = Sample(setup=model.setup, model=model.label, engine=model.engine, test=test.id, repetition=rep,
+                        status=status, reason=reason, cold=cold, engine_model=model.ref.name, stream=result.stream,
+                        answer=result.text, finish_reason=result.finish_reason, figures=figures(result),
+                        server=result.server)
+        self._write(sample.to_record())
+        shown = sample.figures["ttft_s"] if result.stream else sample.figures["e2e_s"]
         timing = f" {'TTFT' if result.stream else 'E2E'} {shown:.3f} s" if shown is not None else ""
-        self.say(f"  {test.id} {rep}: {status}{timing}" + (f" ({reason})" if reason else "") +
+        self.say(f"  {test.id} {rep}: {status.shown}{timing}" + (f" ({reason})" if reason else "") +
                  (" [cold]" if cold else ""))
 
-    def _cells(self, setup: Setup, model: str, engine: str, tests: list[TestCase], status: str, reason: str) -> None:
+    def _cells(self, model: PlannedModel, tests: list[TestCase], status: Status, reason: str) -> None:
         for test in tests:
-            if (setup.name, model, test.id, None) in self.done:
+            if model.key(test, None) in self.done:
                 continue
-            self._write({"type": "sample", "setup": setup.name, "model": model, "engine": engine, "test": test.id,
-                         "repetition": None, "cold": False, "status": status, "reason": reason, "time": now_iso()})
+            self._write(Sample(setup=model.setup, model=model.label, engine=model.engine, test=test.id,
+                               repetition=None, status=status, reason=reason).to_record())
 
     def _write(self, record: dict[str, Any]) -> None:
         assert self._writer is not None
@@ -217,15 +204,6 @@ class Runner:
         if fresh or engine not in self._detections:
             self._detections[engine] = self.session.detect(engine)
         return self._detections[engine]
-
-    def _engines_of(self, setup: Setup) -> set[str]:
-        engines = set()
-        for entry in setup.models:
-            try:
-                engines.add(self.session.resolve(entry.id).engine)
-            except JarvisError:
-                pass
-        return engines
 
     def _make_room(self, engine: str) -> None:
         """One GPU: before an engine starts, stop the others we started if either of the two is GPU-heavy, and where
@@ -242,7 +220,7 @@ class Runner:
                 self.say(f"  GPU memory is not back near {self._gpu_baseline} MiB after "
                          f"{self.session.config.timeouts.stop:g} s; starting {engine} anyway")
 
-    def _teardown(self, keep: set[str]) -> None:
+    def _teardown(self, keep: frozenset[str]) -> None:
         for engine in list(self._active):
             if engine not in keep:
                 self._stop(engine)
@@ -306,14 +284,14 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def done_keys(results_path: Path) -> set[tuple[Any, ...]]:
+def done_keys(results_path: Path) -> set[SampleKey]:
     """Samples already measured in a results file, for --resume."""
-    return {(r.get("setup"), r.get("model"), r.get("test"), r.get("repetition"))
+    return {SampleKey(r.get("setup"), r.get("model"), r.get("test"), r.get("repetition"))
             for r in read_results(results_path) if r.get("type") == "sample"}
 
 
 def exit_code(rows: list[SummaryRow], strict: bool) -> int:
-    bad = {"failed", "error"} | ({"missing", "unavailable"} if strict else set())
+    bad = {Status.FAILED, Status.ERROR} | ({Status.MISSING, Status.UNAVAILABLE} if strict else set())
     return 1 if any(r.status in bad for r in rows) else 0
 
 
@@ -326,7 +304,7 @@ def summary_table(rows: list[SummaryRow]) -> str:
 
     return table(
         ["setup", "model", "test", "status", "ok", "ttft p50 s", "e2e p50 s", "decode tok/s", "reason"],
-        [[r.setup, r.model, r.test, r.status.upper() if r.status == "missing" else r.status,
+        [[r.setup, r.model, r.test, Status(r.status).shown,
           f"{r.ok}/{r.ok + r.failed + r.error}" if r.ok + r.failed + r.error else "-", fmt(r, "ttft_s"),
           fmt(r, "e2e_s"), fmt(r, "decode_tps"), (r.reason[:70] + "…") if len(r.reason) > 70 else r.reason]
          for r in rows])

@@ -9,13 +9,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from jarvis_core import Availability, hookimpl
+from jarvis_core.api import Availability, EngineSpec, GpuMemory, StateStore, hookimpl
 from jarvis_core.cli import cli
-from jarvis_core.gpu import GpuMemory
-from jarvis_core.state import StateStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
-from engines_fixture import EchoPlugin  # noqa: E402
+from engines_fixture import EchoPlugin, EchoSettings  # noqa: E402
 
 
 class SizedEcho(EchoPlugin):
@@ -24,16 +22,12 @@ class SizedEcho(EchoPlugin):
 
     @hookimpl
     def detect(self, ctx):
-        if ctx.engine != self.name:
-            return None
         found = super().detect(ctx)
         found.started_by_jarvis = bool(ctx.state.records(engine=self.name, any_run=True))
         return found
 
     @hookimpl
     def is_available(self, ctx, model):
-        if ctx.engine != self.name:
-            return None
         present = model.name in (ctx.settings.models or [])
         return Availability(present, "" if present else "not in engines.echo.models", memory_bytes=10 * 2**30,
                             memory_setting="engines.echo.size")
@@ -56,7 +50,7 @@ def test_up_status_down(echo, isolated):
     assert up.exit_code == 0, up.output
     assert [m["status"] for m in json.loads(up.stdout)["models"]] == ["loaded", "loaded"]
     records = StateStore(isolated / "state").records()
-    assert {r["run_id"] for r in records if r["kind"] == "model"} == {"loadout:daily"}
+    assert {r.run_id for r in records if r.kind == "model"} == {"loadout:daily"}
 
     status = json.loads(invoke("loadout", "status", "daily", "--json").stdout)
     assert [(m["id"], m["present"]) for m in status["models"]] == [("echo_a:1", True), ("echo_b:1", True)]
@@ -114,7 +108,7 @@ def test_setups_serve_as_loadouts(echo, isolated):
     (isolated / "test_setups.yaml").write_text(
         "tests:\n  - {id: t, prompt: hi}\nsetups:\n  smoke: [echo_a:1]\n")
     assert invoke("loadout", "up", "smoke").exit_code == 0
-    assert {r["run_id"] for r in StateStore(isolated / "state").records()} == {"loadout:smoke"}
+    assert {r.run_id for r in StateStore(isolated / "state").records()} == {"loadout:smoke"}
 
 
 def test_run_cleanup_leaves_a_loadout_alone(echo, isolated):
@@ -130,16 +124,17 @@ class OneAtATime(SizedEcho):
     serving: str | None = None
 
     @hookimpl
+    def register_engines(self, register):
+        register(EngineSpec(self.name, self.prefixes, "one model at a time", settings=EchoSettings,
+                            one_model_at_a_time=True))
+
+    @hookimpl
     def start(self, ctx, model):
-        if ctx.engine != self.name:
-            return None
         OneAtATime.serving = model.name
         return super().start(ctx, model)
 
     @hookimpl
     def detect(self, ctx):
-        if ctx.engine != self.name:
-            return None
         found = super().detect(ctx)
         found.loaded_models = {OneAtATime.serving: 10 * 2**30} if OneAtATime.serving else {}
         return found

@@ -31,6 +31,8 @@ from typing import Any, Iterator
 import psutil
 import pytest
 
+from jarvis_core.api import close_shared
+
 import yaml
 
 import process_marks
@@ -83,10 +85,7 @@ def nothing_left_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
     monkeypatch.setenv(MARK, mark)
     jarvis_llamacpp.runtime.forget()
     yield mark
-    from jarvis_vllm import common
-
-    for url in list(common._clients):
-        common.close_client(url)
+    close_shared()  # the pooled clients of every engine
     jarvis_llamacpp.runtime.forget()
     deadline = time.monotonic() + 5.0  # runners notice their server's end within a moment
     left = marked_processes(mark)
@@ -308,10 +307,7 @@ def module_campaign(root: Path) -> Iterator[Campaign]:
                 yield camp
             finally:
                 clean_up_after(camp)
-                from jarvis_vllm import common
-
-                for url in list(common._clients):
-                    common.close_client(url)
+                close_shared()
         deadline = time.monotonic() + 5.0
         left = marked_processes(str(root))
         while left and time.monotonic() < deadline:
