@@ -1,6 +1,7 @@
 """Jarvis: bring local LLM engines up, test them fairly, and tear them down again.
 
-The public interface for plugin authors is what this module exports; docs/plugins.md describes the contract.
+Plugin authors import from `jarvis_core.api` (the whole plugin interface) and test with `jarvis_core.testing`;
+docs/plugins.md describes the contract. The names below are kept for scripts that used them before `api` existed.
 """
 
 from .engine import (

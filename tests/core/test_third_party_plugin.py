@@ -40,7 +40,8 @@ def test_install_routes_and_uninstall_removes(tmp_path):
         subprocess.run([python, "-m", "pip", "-q", *args], check=True, timeout=600)
 
     def jarvis(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(bindir / "jarvis"), *args], capture_output=True, text=True, timeout=60)
+        return subprocess.run([str(bindir / "jarvis"), *args], capture_output=True, text=True, timeout=120,
+                              cwd=tmp_path)
 
     pip("install", str(REPO))
     assert jarvis("resolve", "echo_hello:1").returncode == 2  # no such prefix yet
@@ -52,6 +53,16 @@ def test_install_routes_and_uninstall_removes(tmp_path):
     assert routed.returncode == 0, routed.stderr
     assert json.loads(routed.stdout) == {"engine": "echo", "model": "hello:1", "flags": {"stream": True},
                                          "canonical": "echo_hello:1#stream"}
+
+    # The whole lifecycle through `jarvis run`: detect, is_available, start, warmup (the core's `warm`), infer, stop.
+    (tmp_path / "config.yaml").write_text("engines:\n  echo:\n    models: ['hello:1']\n")
+    (tmp_path / "test_setups.yaml").write_text(
+        "defaults: {repetitions: 2}\ntests:\n  - {id: rev, prompt: 'abc', check: {equals: cba}}\n"
+        "setups:\n  echo: {models: ['echo_hello:1', 'echo_absent:1']}\n")
+    ran = jarvis("run", "--output", "out", "--json")
+    assert ran.returncode == 0, ran.stderr
+    cells = {c["model"]: (c["status"], c["ok"]) for c in json.loads(ran.stdout)["cells"]}
+    assert cells == {"echo_hello:1": ("ok", 2), "echo_absent:1": ("missing", 0)}
 
     pip("uninstall", "-y", "jarvis-echo")
     assert json.loads(jarvis("plugins", "--json").stdout) == []
