@@ -252,7 +252,7 @@ def wait_until_ready(probe: Callable[[], bool], *, timeout: float, what: str,
                 raise EngineError(f"{what} stopped before it was ready: {reason}")
         now = time.monotonic()
         if now >= deadline:
-            raise EngineTimeoutError(f"{what} was not ready after {timeout:.0f} s; raise timeouts.start in config.yaml "
+            raise EngineTimeoutError(f"{what} was not ready after {timeout:g} s; raise timeouts.start in config.yaml "
                                      f"if it needs longer.")
         if on_wait is not None and now - last_note >= 1.0:
             on_wait(now - start)

@@ -9,7 +9,7 @@ import time
 import zlib
 
 import pytest
-from jarvis_core.engine import ChatRequest, Message
+from jarvis_core.api import ChatRequest, Message, shared_client
 
 from jarvis_ollama import client
 from tests.standins.ollama_server import MID_STREAM_ERROR
@@ -82,16 +82,21 @@ def test_thinking_counts_as_the_first_token():
     assert result.text == "Paris" and result.output_tokens == 2
 
 
-def test_options_keep_alive_and_context(served, ref):
-    session, server, model = served
+def test_options_keep_alive_and_context(session_for, standin, ref):
+    """The request's sampling settings go into `options`; the context size and keep_alive come from the engine's
+    settings (engines.ollama.num_ctx and keep_alive), not from the request."""
+    server = standin()
+    session = session_for(port=server.port, num_ctx=2048, keep_alive="1m")
+    model = ref(session, "qwen2.5:0.5b")
     request = ChatRequest(messages=[Message("user", "count to 50")], stream=True, max_tokens=5, temperature=0.0,
-                          seed=7, context_size=2048, keep_alive="1m")
-    body = client.chat_body(model.name, request, keep_alive="1m", num_ctx=4096)
+                          seed=7)
+    body = client.chat_body(model.name, request, keep_alive="1m", num_ctx=2048)
     assert body["options"] == {"temperature": 0.0, "num_predict": 5, "seed": 7, "num_ctx": 2048}
     assert body["keep_alive"] == "1m"
     result = session.infer(model, request)
     assert result.ok and result.finish_reason == "length" and result.output_tokens == 5
-    loaded = {m["name"]: m for m in client.ps(client.client_for(server.url))}
+    with client.client_for(server.url) as http:
+        loaded = {m["name"]: m for m in client.ps(http)}
     assert loaded["qwen2.5:0.5b"]["context_length"] == 2048
 
 
@@ -234,5 +239,7 @@ def test_t_send_leaves_out_the_connect_and_connections_are_reused(session_for, s
     session.warmup(model)
     assert session.infer(model, ChatRequest(messages=FRANCE, stream=True)).ok
     assert connects(server.port) == 1
+    pooled = shared_client(server.url)
     session.stop("ollama")
-    assert server.url not in client._shared  # stop closes the shared client
+    assert pooled.is_closed  # stop closes the shared client
+    assert shared_client(server.url) is not pooled

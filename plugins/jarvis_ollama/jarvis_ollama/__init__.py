@@ -2,30 +2,31 @@
 
 The hooks live here and stay thin; the work is in `server` (the `ollama serve` process), `client` (the REST API),
 `loading` (warmup and unload), `store` (models on disk) and `settings` (config.yaml and OLLAMA_* variables).
-httpx and psutil are imported only when a hook runs, so `jarvis --help` stays fast.
+Everything from Jarvis comes from `jarvis_core.api`; httpx is imported only when a hook runs, so `jarvis --help`
+stays fast.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from jarvis_core.engine import EngineSpec
-from jarvis_core.hookspecs import hookimpl
+from jarvis_core.api import EngineSpec, hookimpl
 
+from .names import same_model
 from .settings import OllamaSettings
 
 if TYPE_CHECKING:
-    from jarvis_core.engine import (
+    from jarvis_core.api import (
         Availability,
         ChatRequest,
         Detection,
         EngineContext,
         InferResult,
+        ModelRef,
         StartResult,
         StopResult,
         WarmupResult,
     )
-    from jarvis_core.modelid import ModelRef
 
 __version__ = "0.1.0"
 
@@ -38,14 +39,12 @@ __all__ = ["ENGINE", "PREFIXES", "OllamaSettings", "__version__"]
 @hookimpl
 def register_engines(register: Callable[[EngineSpec], None]) -> None:
     register(EngineSpec(name=ENGINE, prefixes=PREFIXES, description="Ollama, the native server (ollama serve)",
-                        settings=OllamaSettings))
+                        settings=OllamaSettings, same_model=same_model))
 
 
 @hookimpl
-def detect(ctx: EngineContext) -> Detection | None:
-    if ctx.engine != ENGINE:
-        return None
-    from jarvis_core.engine import Detection
+def detect(ctx: EngineContext) -> Detection:
+    from jarvis_core.api import Detection
 
     from . import server
 
@@ -73,12 +72,9 @@ def detect(ctx: EngineContext) -> Detection | None:
 
 
 @hookimpl
-def is_available(ctx: EngineContext, model: ModelRef) -> Availability | None:
-    if ctx.engine != ENGINE:
-        return None
+def is_available(ctx: EngineContext, model: ModelRef) -> Availability:
     import httpx
-    from jarvis_core.engine import Availability
-    from jarvis_core.errors import EngineError
+    from jarvis_core.api import Availability, EngineError
 
     from . import client, server, store
 
@@ -111,12 +107,9 @@ def is_available(ctx: EngineContext, model: ModelRef) -> Availability | None:
 
 
 @hookimpl
-def pull(ctx: EngineContext, model: ModelRef) -> Availability | None:
-    if ctx.engine != ENGINE:
-        return None
+def pull(ctx: EngineContext, model: ModelRef) -> Availability:
     import httpx
-    from jarvis_core.engine import Availability
-    from jarvis_core.errors import EngineError
+    from jarvis_core.api import Availability, EngineError
 
     from . import client, server
 
@@ -144,71 +137,62 @@ def pull(ctx: EngineContext, model: ModelRef) -> Availability | None:
 
 
 @hookimpl
-def start(ctx: EngineContext, model: ModelRef) -> StartResult | None:
-    if ctx.engine != ENGINE:
-        return None
+def start(ctx: EngineContext, model: ModelRef) -> StartResult:
     from . import server
 
     return server.ensure_running(ctx)
 
 
 @hookimpl
-def warmup(ctx: EngineContext, model: ModelRef) -> WarmupResult | None:
-    if ctx.engine != ENGINE:
-        return None
+def warmup(ctx: EngineContext, model: ModelRef) -> WarmupResult:
     from . import loading
 
     return loading.warmup(ctx, model)
 
 
 @hookimpl
-def infer(ctx: EngineContext, model: ModelRef, request: ChatRequest) -> InferResult | None:
-    if ctx.engine != ENGINE:
-        return None
+def infer(ctx: EngineContext, model: ModelRef, request: ChatRequest) -> InferResult:
+    from jarvis_core.api import shared_client
+
     from . import client, loading
-    from .settings import normalize_keep_alive
 
     settings: OllamaSettings = ctx.settings
-    keep_alive = normalize_keep_alive(request.keep_alive) if request.keep_alive is not None \
-        else loading.keep_alive_for(ctx)
-    http = client.shared_client(settings.url)  # a warm connection: no TTFT pays for a new client or a connect
+    http = shared_client(settings.url)  # a warm connection: no TTFT pays for a new client or a connect
     try:
         loading.note_first_use(ctx, http, model.name)
     except OSError:  # the state file could not be written: measuring goes on, and stop cannot unload it
         pass
-    return client.chat(http, model.name, request, keep_alive=keep_alive, num_ctx=settings.num_ctx)
+    return client.chat(http, model.name, request, keep_alive=loading.keep_alive_for(ctx), num_ctx=settings.num_ctx)
 
 
 @hookimpl
-def stop(ctx: EngineContext) -> StopResult | None:
-    if ctx.engine != ENGINE:
-        return None
-    from jarvis_core.engine import StopResult
+def stop(ctx: EngineContext) -> StopResult:
+    from jarvis_core.api import StopResult, close_shared
 
-    from . import client, loading, server
+    from . import loading, server
 
     settings: OllamaSettings = ctx.settings
     done, left, released = loading.unload_recorded(ctx)
     records = ctx.state.records(ENGINE, "process")
-    for url in {settings.url, *(str(r.get("address")) for r in records if r.get("address"))}:
-        client.close_shared(url)
+    for url in {settings.url, *(r.address for r in records if r.address)}:
+        close_shared(url)
     for record in records:
         if server.end_recorded(ctx, record):
-            address = record.get("address")
-            done.append(f"ollama serve (pid {record.get('pid')}) at {address}, started by Jarvis")
+            address = record.address
+            done.append(f"ollama serve (pid {record.pid}) at {address}, started by Jarvis")
             # Models that would not unload went with the server (its runners are part of its tree): their
             # records are stale and their memory is back.
             for model in loading.model_records(ctx):
-                if str(model.get("address") or settings.url) == address:
-                    ctx.state.remove(model["id"])
+                if (model.address or settings.url) == address:
+                    ctx.state.remove(model.id)
             left = [entry for entry in left if f" at {address}" not in entry]
             released = True if not left else released
-    if settings.url not in {r.get("address") for r in records}:
+    if settings.url not in {r.address for r in records}:
         found = server.server_version(settings.url)
         others = server.running_records(ctx, settings.url, any_run=True) if found is not None else []
         if others:  # started by another Jarvis run or a loadout: theirs to stop, whatever stop_foreign_server says
             left.append(f"Ollama {found} at {settings.url}, started by another Jarvis run or loadout "
-                        f"({others[0].get('run_id') or 'unknown run'}): `jarvis loadout down` or `jarvis cleanup` "
+                        f"({others[0].run_id or 'unknown run'}): `jarvis loadout down` or `jarvis cleanup` "
                         f"stops it")
         elif found is not None and settings.stop_foreign_server:
             ended, kept = server.stop_foreign(ctx)

@@ -1,35 +1,40 @@
 """Loading models into Ollama (warmup) and unloading the ones Jarvis loaded (stop).
 
-Ollama loads a model on its first request, so warmup loads it explicitly (a chat with no messages), then sends one
-short request whose prompt shares nothing with the tests' prompts. Each model Jarvis loads is recorded in the state
-file (kind `model`) before the load is sent, so `stop` -- or `jarvis cleanup` after a crash -- can unload it. A
-model that was already loaded before Jarvis asked is the user's: it is not recorded, and never unloaded.
+Ollama loads a model on its first request, so warmup loads it explicitly (a chat with no messages, keep_alive from
+the settings), then warms it with the core's `warm` (one short request with the shared WARMUP_PROMPT, which shares
+nothing with the tests' prompts) and keeps Ollama's own load time in the result. Each model Jarvis loads is recorded
+in the state file (kind `model`, the name in `record.data["model"]`) before the load is sent, so `stop` -- or
+`jarvis cleanup` after a crash -- can unload it. A model that was already loaded before Jarvis asked is the user's:
+it is not recorded, and never unloaded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from jarvis_core.engine import ChatRequest, Message, WarmupResult
-from jarvis_core.errors import EngineError, EngineTimeoutError, EngineUnavailableError, ModelMissingError
+from jarvis_core.api import (
+    EngineError,
+    EngineTimeoutError,
+    EngineUnavailableError,
+    ModelMissingError,
+    shared_client,
+    warm,
+)
 
-from .client import OllamaAPIError, chat, client_for, find, load, options_for, ps, shared_client, unload, version
+from .client import OllamaAPIError, chat, client_for, find, load, options_for, ps, unload, version
 from .names import canonical, same_model
 from .settings import normalize_keep_alive
 
 if TYPE_CHECKING:
     import httpx
-    from jarvis_core.engine import EngineContext
-    from jarvis_core.modelid import ModelRef
+    from jarvis_core.api import ChatRequest, EngineContext, InferResult, ModelRef, Record, WarmupResult
 
     from .settings import OllamaSettings
 
 ENGINE = "ollama"
-#: The warmup prompt: short, and unlike any test's prompt, so no test hits a prompt cache the warmup filled.
-WARMUP_PROMPT = "Warm-up ping 4417 from Jarvis; answer with the single word ready."
-WARMUP_TOKENS = 8
 
 
 def keep_alive_for(ctx: EngineContext) -> int | str:
@@ -38,12 +43,17 @@ def keep_alive_for(ctx: EngineContext) -> int | str:
     return -1 if ctx.keep_loaded else normalize_keep_alive(settings.keep_alive)
 
 
-def model_records(ctx: EngineContext) -> list[dict[str, Any]]:
-    return [r for r in ctx.state.records(ENGINE, "model") if isinstance(r.get("model"), str)]
+def model_records(ctx: EngineContext) -> list[Record]:
+    """The models Jarvis loaded (kind `model`; the name is `record.data["model"]`, the server `record.address`)."""
+    return [r for r in ctx.state.records(ENGINE, "model") if isinstance(r.data.get("model"), str)]
+
+
+def model_name(record: Record) -> str:
+    return str(record.data["model"])
 
 
 def _recorded(ctx: EngineContext, name: str, url: str) -> bool:
-    return any(r.get("address") == url and same_model(r["model"], name) for r in model_records(ctx))
+    return any(r.address == url and same_model(model_name(r), name) for r in model_records(ctx))
 
 
 # (state file, run, address, model) already checked by `note_first_use`: one /api/ps per model, not per request.
@@ -67,7 +77,7 @@ def note_first_use(ctx: EngineContext, client: httpx.Client, name: str) -> None:
             return
     except (httpx.HTTPError, OllamaAPIError):
         return
-    ctx.state.add(ENGINE, "model", run_id=ctx.run_id, model=name, address=url)
+    ctx.state.add(ENGINE, "model", run_id=ctx.run_id, address=url, model=name)
 
 
 def forget_checks(url: str) -> None:
@@ -92,7 +102,7 @@ def warmup(ctx: EngineContext, model: ModelRef) -> WarmupResult:
         loaded_before = False
     record = None
     if not loaded_before and not _recorded(ctx, name, url):
-        record = ctx.state.add(ENGINE, "model", run_id=ctx.run_id, model=name, address=url)
+        record = ctx.state.add(ENGINE, "model", run_id=ctx.run_id, address=url, model=name)
     _checked.add((str(ctx.state.path), ctx.run_id, url, canonical(name)))
     t0 = time.perf_counter()
     try:
@@ -104,7 +114,7 @@ def warmup(ctx: EngineContext, model: ModelRef) -> WarmupResult:
                                  engine=ENGINE) from None
     except OllamaAPIError as exc:
         if record is not None:
-            ctx.state.remove(record["id"])
+            ctx.state.remove(record.id)
         if exc.status == 404:
             raise ModelMissingError(f"Model '{name}' is not on the Ollama server at {url}: pull it with "
                                     f"'ollama pull {name}', or run Jarvis with --force-download.",
@@ -114,12 +124,11 @@ def warmup(ctx: EngineContext, model: ModelRef) -> WarmupResult:
         raise EngineError(f"Ollama stopped answering while loading '{name}' ({type(exc).__name__}: {exc}); "
                           f"see its log.", engine=ENGINE) from None
     t_loaded = time.perf_counter()
-    request = ChatRequest(messages=[Message("user", WARMUP_PROMPT)], stream=True, max_tokens=WARMUP_TOKENS,
-                          timeout=ctx.config.timeouts.request)
-    answer = chat(client, name, request, keep_alive=keep_alive, num_ctx=settings.num_ctx)
-    t_done = time.perf_counter()
-    if not answer.ok:
-        raise EngineError(f"The warmup request to '{name}' on Ollama failed: {answer.error}", engine=ENGINE)
+
+    def send(request: ChatRequest) -> InferResult:
+        return chat(client, name, request, keep_alive=keep_alive, num_ctx=settings.num_ctx)
+
+    warmed = warm(ctx, model, send, stream=True, since=t0)
     reported = reply.get("load_duration")
     if isinstance(reported, int) and reported > 0:
         load_s, source = reported / 1e9, "Ollama's load_duration"
@@ -127,12 +136,12 @@ def warmup(ctx: EngineContext, model: ModelRef) -> WarmupResult:
         # Ollama's load-only reply carries no figures, and the warmup answer's load_duration covers only its own
         # scheduling (the model is loaded by then): the load request's wall time is the closest measure.
         load_s, source = t_loaded - t0, "wall time of the load request"
-    detail = f"'{name}' loaded in {load_s:.2f} s ({source}); cold start {t_done - t0:.2f} s"
+    detail = f"'{name}' loaded in {load_s:.2f} s ({source}); cold start {warmed.cold_start_s:.2f} s; {warmed.detail}"
     if loaded_before:
         detail += "; it was already loaded, so this was not a cold start (and Jarvis will not unload it)"
     if ctx.keep_loaded:
         detail += "; kept loaded (keep_alive -1)"
-    return WarmupResult(cold_start_s=t_done - t0, load_s=load_s, detail=detail)
+    return dataclasses.replace(warmed, load_s=load_s, detail=detail)
 
 
 def unload_recorded(ctx: EngineContext) -> tuple[list[str], list[str], bool | None]:
@@ -142,9 +151,9 @@ def unload_recorded(ctx: EngineContext) -> tuple[list[str], list[str], bool | No
     done: list[str] = []
     left: list[str] = []
     released: bool | None = None
-    by_address: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_address: dict[str, list[Record]] = defaultdict(list)
     for record in model_records(ctx):
-        by_address[str(record.get("address") or ctx.settings.url)].append(record)
+        by_address[record.address or ctx.settings.url].append(record)
     deadline_s = ctx.config.timeouts.stop
     forget_checks(ctx.settings.url)
     for url, records in by_address.items():
@@ -152,21 +161,21 @@ def unload_recorded(ctx: EngineContext) -> tuple[list[str], list[str], bool | No
         with client_for(url, timeout=min(deadline_s, 30.0)) as client:
             if version(client) is None:  # the server is gone, and its models with it
                 for record in records:
-                    ctx.state.remove(record["id"])
-                done.extend(f"{r['model']} (its server at {url} is no longer running)" for r in records)
+                    ctx.state.remove(record.id)
+                done.extend(f"{model_name(r)} (its server at {url} is no longer running)" for r in records)
                 continue
             pending = []
             for record in records:
                 try:
-                    unload(client, record["model"])
+                    unload(client, model_name(record))
                     pending.append(record)
                 except OllamaAPIError as exc:
                     if exc.status == 404:  # deleted meanwhile: nothing left to unload
-                        ctx.state.remove(record["id"])
+                        ctx.state.remove(record.id)
                         continue
-                    left.append(f"{record['model']} at {url}: unload failed: {exc.message}")
+                    left.append(f"{model_name(record)} at {url}: unload failed: {exc.message}")
                 except httpx.HTTPError as exc:
-                    left.append(f"{record['model']} at {url}: unload failed: {type(exc).__name__}: {exc}")
+                    left.append(f"{model_name(record)} at {url}: unload failed: {type(exc).__name__}: {exc}")
             deadline = time.monotonic() + deadline_s
             still = pending
             while still:
@@ -174,16 +183,16 @@ def unload_recorded(ctx: EngineContext) -> tuple[list[str], list[str], bool | No
                     loaded = ps(client)
                 except (httpx.HTTPError, OllamaAPIError):
                     loaded = []
-                still = [r for r in pending if find(loaded, r["model"]) is not None]
+                still = [r for r in pending if find(loaded, model_name(r)) is not None]
                 if not still or time.monotonic() >= deadline:
                     break
                 time.sleep(0.1)
             for record in pending:
                 if record in still:
-                    left.append(f"{record['model']} is still loaded at {url} after {deadline_s:g} s")
+                    left.append(f"{model_name(record)} is still loaded at {url} after {deadline_s:g} s")
                 else:
-                    ctx.state.remove(record["id"])
-                    done.append(f"unloaded {record['model']} at {url}")
+                    ctx.state.remove(record.id)
+                    done.append(f"unloaded {model_name(record)} at {url}")
             if pending:
                 released = (released is not False) and not still
     if left:

@@ -29,7 +29,11 @@ from jarvis_core.api import (
     end,
     end_tree,
     exit_reason,
-    is_local_address_placeholder,
+    launch,
+    listener_pid,
+    port_open,
+    process_name,
+    running,
 )
 
 from .client import client_for, version
@@ -120,10 +124,10 @@ def loaded_models(url: str) -> dict[str, int | None] | None:
 def port_holder(settings: OllamaSettings) -> str | None:
     """When something that is not Ollama accepts connections at the address: a description of that program."""
     address = settings.address
-    if not processes.port_open(address.connect_host, address.port):
+    if not port_open(address.connect_host, address.port):
         return None
-    pid = processes.listener_pid(address.port)
-    name = processes.process_name(pid)
+    pid = listener_pid(address.port)
+    name = process_name(pid)
     if name:
         return f"'{name}' (pid {pid})"
     return "a program Jarvis cannot identify (owned by another user?)"
@@ -152,32 +156,10 @@ def is_local(host: str) -> bool:
 # --- records of what Jarvis started -------------------------------------------------------------------------------
 
 
-def running_records(ctx: EngineContext, url: str | None = None, *, any_run: bool = False) -> list[dict[str, Any]]:
+def running_records(ctx: EngineContext, url: str | None = None, *, any_run: bool = False) -> list[Record]:
     """Process records of servers Jarvis started that still run (optionally only those at `url`). `ctx.state` may
     be scoped to one run; `any_run` also looks at the records of other runs and loadouts in the same state folder."""
-    return [r for r in ctx.state.records(ENGINE, "process", any_run=any_run)
-            if (url is None or r.get("address") == url) and isinstance(r.get("pid"), int)
-            and processes.is_running(r["pid"], r.get("create_time"))]
-
-
-def _exit_reason(pid: int, created: float | None) -> str | None:
-    child = _children.get(pid)
-    if child is not None:
-        code = child.poll()
-        return None if code is None else f"exited with code {code}"
-    return None if processes.is_running(pid, created) else "exited"
-
-
-def _log_since(path: Path, offset: int, lines: int = 6) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            text = fh.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    kept = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
-    joined = " | ".join(kept)
-    return joined if len(joined) <= 600 else "…" + joined[-600:]
+    return [r for r in running(ctx, any_run=any_run) if url is None or r.address == url]
 
 
 # --- start --------------------------------------------------------------------------------------------------------
@@ -193,8 +175,12 @@ def ensure_running(ctx: EngineContext) -> StartResult:
         detail = f"Ollama {found} at {url}" + (", started by Jarvis earlier" if ours else ", already running")
         return StartResult(address=url, started=False, detail=detail, version=found)
 
-    for record in running_records(ctx, url, any_run=True):  # one of ours, still starting (another run's?)
-        _wait(ctx, record["pid"], record.get("create_time"), Path(record.get("log") or ""), 0)
+    starting = running_records(ctx, url, any_run=True)  # one of ours, still starting (another run's?)
+    if starting:
+        record = starting[0]
+        with client_for(url, timeout=2.0) as probe:
+            await_ready(ctx, what=f"ollama serve at {url}", ready=lambda: version(probe, timeout=1.0) is not None,
+                        alive=lambda: exit_reason(record))
         return StartResult(address=url, started=False, detail=f"Ollama at {url}, started by Jarvis earlier",
                            version=server_version(url))
 
@@ -210,78 +196,26 @@ def ensure_running(ctx: EngineContext) -> StartResult:
     if exe is None:
         raise EngineUnavailableError(not_installed_message(settings), engine=ENGINE)
 
-    log = ctx.state.log_path(LOG_NAME)
     env = dict(os.environ)
     env["OLLAMA_HOST"] = settings.serve_host
     if settings.models_dir is not None:
         env["OLLAMA_MODELS"] = str(settings.models_dir)
-    command = [exe, "serve"]
-    with open(log, "a", encoding="utf-8") as fh:
-        fh.write(f"--- jarvis {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(command)} "
-                 f"(OLLAMA_HOST={settings.serve_host})\n")
-    offset = log.stat().st_size
-    ctx.progress.note(f"Starting ollama serve at {url} (log: {log})")
-    proc = processes.spawn(command, log_path=log, env=env)
-    _children[proc.pid] = proc
-    created = processes.create_time(proc.pid)
-    record = ctx.state.add(ENGINE, "process", run_id=ctx.run_id, pid=proc.pid, create_time=created, address=url,
-                           log=str(log), command=command)
-    try:
-        waited = _wait(ctx, proc.pid, created, log, offset)
-    except BaseException:
-        end_recorded(ctx, record)
-        raise
+    with client_for(url, timeout=2.0) as probe:
+        launched = launch(ctx, [exe, "serve"], what=f"ollama serve at {url}", log_name=LOG_NAME,
+                          ready=lambda: version(probe, timeout=1.0) is not None, address=url, env=env)
     return StartResult(address=url, started=True, version=server_version(url),
-                       detail=f"started ollama serve (pid {proc.pid}) at {url} in {waited:.1f} s; log: {log}")
-
-
-def _wait(ctx: EngineContext, pid: int, created: float | None, log: Path, offset: int) -> float:
-    settings: OllamaSettings = ctx.settings
-    timeout = ctx.config.timeouts.start
-    last_note = [0.0]
-
-    def on_wait(elapsed: float) -> None:
-        if elapsed - last_note[0] >= 10:
-            last_note[0] = elapsed
-            ctx.progress.note(f"Waiting for ollama serve at {settings.url} ({elapsed:.0f} s)")
-
-    with client_for(settings.url, timeout=2.0) as client:
-        try:
-            return processes.wait_until_ready(lambda: version(client, timeout=1.0) is not None, timeout=timeout,
-                                              what="ollama serve", alive=lambda: _exit_reason(pid, created),
-                                              on_wait=on_wait)
-        except EngineTimeoutError:
-            lines = _log_since(log, offset)
-            raise EngineTimeoutError(
-                f"ollama serve did not answer at {settings.url} within {timeout:g} s (timeouts.start in "
-                f"config.yaml){'; last log lines: ' + lines if lines else ''} (log: {log})", engine=ENGINE) from None
-        except EngineError:
-            reason = _exit_reason(pid, created) or "exited"
-            lines = _log_since(log, offset)
-            raise EngineError(f"ollama serve {reason} before it was ready"
-                              f"{': ' + lines if lines else ''} (log: {log})", engine=ENGINE) from None
+                       detail=f"started ollama serve (pid {launched.pid}) at {url} in {launched.waited_s:.1f} s; "
+                              f"log: {launched.log}")
 
 
 # --- stop ---------------------------------------------------------------------------------------------------------
 
 
-def end_recorded(ctx: EngineContext, record: dict[str, Any]) -> bool:
-    """End the process tree of a recorded server and drop its record; True when it was still running."""
-    pid = record.get("pid")
-    ended = False
-    if isinstance(pid, int):
-        timeout = min(ctx.config.timeouts.stop, 15.0)
-        # After a crash of the server, end_tree ends what is left of its process group (its runners, which hold the
-        # models' memory), allowing for a stepped clock: nothing to add here.
-        ended = processes.end_tree(pid, record.get("create_time"), timeout=timeout)
-        child = _children.pop(pid, None)
-        if child is not None:
-            try:
-                child.wait(timeout=5)
-            except Exception:  # noqa: BLE001 - reaping is best effort; end_tree has already ended it
-                pass
-    ctx.state.remove(record["id"])
-    return ended
+def end_recorded(ctx: EngineContext, record: Record) -> bool:
+    """End the process tree of a recorded server (after a crash of the server, what is left of its process group:
+    its runners, which hold the models' memory), close its shared client and drop its record; True when it was
+    still running."""
+    return end(ctx, record, timeout=min(ctx.config.timeouts.stop, 15.0))
 
 
 def tray_processes() -> list[Any]:
@@ -338,9 +272,9 @@ def stop_foreign(ctx: EngineContext) -> tuple[list[str], list[str]]:
     if not is_local(address.connect_host):
         return stopped, [f"Ollama server at {settings.url} runs on another machine ({address.connect_host}); "
                          f"Jarvis stops servers only on this one: stop it there"]
-    pid = processes.listener_pid(address.port)
+    pid = listener_pid(address.port)
     if pid is not None and not _is_self_or_ancestor(pid) and not looks_like_ollama(pid):
-        holder = processes.process_name(pid) or "a program Jarvis cannot identify"
+        holder = process_name(pid) or "a program Jarvis cannot identify"
         return stopped, [f"port {address.port} at {settings.url} is held by '{holder}' (pid {pid}), which does not "
                          f"look like Ollama; Jarvis leaves it alone: stop it yourself if it is yours"]
     unit = systemd_unit(pid) if pid is not None else None
@@ -352,20 +286,20 @@ def stop_foreign(ctx: EngineContext) -> tuple[list[str], list[str]]:
             tray_pid, tray_created = tray.pid, tray.create_time()
         except Exception:  # noqa: BLE001 - psutil.Error: it went away or is not ours to inspect
             continue
-        if processes.end_tree(tray_pid, tray_created, timeout=timeout):
+        if end_tree(tray_pid, tray_created, timeout=timeout):
             stopped.append(f"Ollama tray app (pid {tray_pid}), which would restart the server")
-    created = processes.create_time(pid) if pid is not None else None
+    created = create_time(pid) if pid is not None else None
     if pid is None or created is None:  # it went with the tray app, or was never seen: who holds the port now?
-        pid = processes.listener_pid(address.port)
-        created = processes.create_time(pid) if pid is not None else None
+        pid = listener_pid(address.port)
+        created = create_time(pid) if pid is not None else None
     if pid is not None and _is_self_or_ancestor(pid):
         return stopped, left + [f"Ollama server at {settings.url} runs inside Jarvis's own process (pid {pid}); "
                                 f"it is not stopped"]
     if pid is not None and not looks_like_ollama(pid):  # the port changed hands after the tray app went
-        holder = processes.process_name(pid) or "a program Jarvis cannot identify"
+        holder = process_name(pid) or "a program Jarvis cannot identify"
         return stopped, left + [f"port {address.port} at {settings.url} is held by '{holder}' (pid {pid}), which "
                                 f"does not look like Ollama; Jarvis leaves it alone"]
-    if pid is not None and created is not None and processes.end_tree(pid, created, timeout=timeout):
+    if pid is not None and created is not None and end_tree(pid, created, timeout=timeout):
         stopped.append(f"Ollama server not started by Jarvis (pid {pid}) at {settings.url}, as "
                        f"engines.ollama.stop_foreign_server asks")
     deadline = time.monotonic() + 3.0

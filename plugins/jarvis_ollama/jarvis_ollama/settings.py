@@ -109,7 +109,7 @@ class OllamaSettings:
     """When true, `stop` also ends an Ollama server Jarvis did not start (and on Windows the tray app that would
     restart it). Off by default: Jarvis never kills what it did not start."""
     num_ctx: int | None = None
-    """Context size (tokens) for every request, unless a test sets its own; None leaves Ollama's default."""
+    """Context size (tokens) for every request (and the warmup's load); None leaves Ollama's default."""
     serve_host: str = field(default="", init=False, repr=False)
     """Derived: the OLLAMA_HOST value a server Jarvis starts listens on."""
 
