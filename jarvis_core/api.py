@@ -32,7 +32,7 @@ from .errors import (
 from .gpu import GpuMemory, gpu_memory, wait_for_release
 from .hookspecs import hookimpl
 from .http import close_shared, error_message, make_client, read_stamped, shared_client, stamped_lines
-from .launch import Launched, await_ready, end, exit_reason, launch, running
+from .launch import Launched, await_ready, end, exit_reason, launch, running, start_failure
 from .modelid import Flags, ModelRef
 from .openai_api import chat as openai_chat
 from .openai_api import list_models as openai_models
@@ -64,7 +64,7 @@ __all__ = [
     # settings and services
     "Config", "build_settings", "StateStore", "Record", "LOADOUT_RUN_PREFIX", "Progress", "Task", "human_bytes",
     # starting and ending servers
-    "launch", "Launched", "await_ready", "end", "exit_reason", "running",
+    "launch", "Launched", "await_ready", "start_failure", "end", "exit_reason", "running",
     # processes, by (pid, create_time)
     "IS_WINDOWS", "spawn", "create_time", "is_running", "end_tree", "tail", "port_open", "listener_pid",
     "process_name", "free_port", "wait_port_closed", "wait_until_ready",

@@ -15,7 +15,7 @@ import click
 
 from . import __version__
 from .console import table
-from .errors import EngineNotInstalledError, JarvisError, ModelIdError
+from .errors import JarvisError
 
 log = logging.getLogger("jarvis")
 

@@ -74,27 +74,50 @@ def launch(ctx: EngineContext, command: Sequence[str], *, what: str, log_name: s
     record = ctx.state.add(ctx.engine, kind, run_id=ctx.run_id, pid=proc.pid,
                            create_time=processes.create_time(proc.pid), address=address, log=log, command=command,
                            **data)
+    shown_line = (lambda: redact(progress_line())) if progress_line is not None else None
     try:
         waited = await_ready(ctx, what=what, ready=ready, alive=lambda: exit_reason(record), timeout=timeout,
-                             progress_line=progress_line)
+                             progress_line=shown_line)
     except EngineError as exc:
         end(ctx, record)
-        tail = redact(processes.tail(log, 12))
-        hint = explain(tail) if explain is not None else None
-        raise type(exc)(f"{exc}{'; ' + hint if hint else ''} (command: {redact(shlex.join(command))}; log: {log})"
-                        + (f"\nLast lines of {log}:\n{tail}" if tail else ""), engine=ctx.engine) from None
+        # The header line (the command) is left out of the tail: a flag there must not read as an engine's error.
+        lines = [line for line in processes.tail(log, 13).splitlines() if not line.startswith("--- jarvis ")]
+        raise start_failure(exc, command=command, log=log, tail="\n".join(lines[-12:]), explain=explain,
+                            redact=redact) from None
     except BaseException:  # Ctrl-C while it loads: leave nothing behind
         end(ctx, record)
         raise
     return Launched(record, waited)
 
 
+def start_failure(exc: EngineError, *, command: Sequence[str], log: Path | str, tail: str,
+                  explain: Callable[[str], str | None] | None = None,
+                  redact: Callable[[str], str] = lambda text: text) -> EngineError:
+    """The one error of a failed start, for a process or a container alike: the reason, a hint the log gives, the
+    command and the log file, then the log's last lines; everything passed through `redact`."""
+    tail = redact(tail.strip())
+    hint = explain(tail) if explain is not None else None
+    message = (f"{exc}{'; ' + hint if hint else ''} (command: {shlex.join(list(command))}; log: {log})"
+               + (f"\nLast lines of {log}:\n{tail}" if tail else ""))
+    return type(exc)(redact(message), engine=exc.engine)
+
+
 def await_ready(ctx: EngineContext, *, what: str, ready: Callable[[], bool], alive: Callable[[], str | None],
-                timeout: float | None = None, progress_line: Callable[[], str] | None = None) -> float:
-    """Wait until `ready()`; `alive()` returns why the server died (ends the wait at once), else None. Notes
-    progress every NOTE_EVERY_S seconds; raises EngineTimeoutError or EngineError. Returns the seconds waited."""
+                timeout: float | None = None, progress_line: Callable[[], str] | None = None,
+                alive_every: float = 0.0) -> float:
+    """Wait until `ready()`; `alive()` returns why the server died (ends the wait at once), else None, and is asked
+    at most every `alive_every` seconds (a container's check is an API call). Notes progress every NOTE_EVERY_S
+    seconds; raises EngineTimeoutError or EngineError. Returns the seconds waited."""
     limit = timeout if timeout is not None else ctx.config.timeouts.start
     next_note = [NOTE_EVERY_S]
+    last_check = [float("-inf")]
+
+    def checked_alive() -> str | None:
+        now = time.monotonic()
+        if now - last_check[0] < alive_every:
+            return None
+        last_check[0] = now
+        return alive()
 
     def on_wait(elapsed: float) -> None:
         if elapsed >= next_note[0]:
@@ -104,7 +127,7 @@ def await_ready(ctx: EngineContext, *, what: str, ready: Callable[[], bool], ali
                                                                                           else ""))
 
     try:
-        return processes.wait_until_ready(ready, timeout=limit, what=what, alive=alive, on_wait=on_wait)
+        return processes.wait_until_ready(ready, timeout=limit, what=what, alive=checked_alive, on_wait=on_wait)
     except EngineError as exc:
         exc.engine = ctx.engine
         raise

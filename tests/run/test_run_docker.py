@@ -88,7 +88,7 @@ def test_sigkill_leaves_the_container_and_cleanup_removes_only_it(campaign: Camp
 
         ours = client.containers.get(name)
         assert ours.status == "running" and ours.labels.get("jarvis.managed") == "true"
-        assert [r["kind"] for r in StateStore(campaign.state_dir).records()] == ["container"]
+        assert [r.kind for r in StateStore(campaign.state_dir).records()] == ["container"]
 
         cleaned = campaign.jarvis("cleanup", JARVIS_LOAD_PLUGINS="vllm", DOCKER_HOST=docker_host, timeout=120)
         assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr

@@ -179,9 +179,9 @@ def test_sigkill_leaves_the_engine_and_cleanup_ends_only_it(campaign: Campaign, 
         proc.wait(timeout=10)
 
         recorded = StateStore(campaign.state_dir).records()
-        processes = [r for r in recorded if r["kind"] == "process"]
-        assert [r["engine"] for r in processes] == [phase], recorded
-        engine = psutil.Process(processes[0]["pid"])
+        processes = [r for r in recorded if r.kind == "process"]
+        assert [r.engine for r in processes] == [phase], recorded
+        engine = psutil.Process(processes[0].pid)
         assert engine.is_running() and engine.status() != psutil.STATUS_ZOMBIE, "SIGKILL leaves the engine running"
         tree = [engine, *engine.children(recursive=True)]
         if phase == "ollama":

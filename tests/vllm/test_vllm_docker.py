@@ -4,6 +4,7 @@ a local image whose entrypoint is the OpenAI stand-in mimicking `vllm serve` (bu
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from contextlib import closing
@@ -101,7 +102,8 @@ def test_full_cycle_run_ready_infer_stop_remove(docker_session, docker_client, n
     assert env["HF_HUB_OFFLINE"] == "1" and "HF_TOKEN" not in env
     assert container.attrs["HostConfig"]["ShmSize"] == 64 * 2**20
     [record] = session.state.records("vllm", "container")
-    assert record["container_id"] == container.id and record["port"] == port
+    assert record.data["container_id"] == container.id and record.data["port"] == port
+    assert record.address == started.address and record.command[:2] == ("docker", "run")
 
     found = session.detect("vllm")
     assert found.reachable and found.started_by_jarvis and found.loaded_models == {"tiny": None, MODEL: None}
@@ -139,9 +141,10 @@ def test_exit_before_ready_fails_fast_and_removes_the_container(docker_session, 
         session.start(session.resolve(f"vllm:{MODEL}"))
     assert time.monotonic() - began < 15
     message = str(info.value)
-    assert "exited with code 1 before it was ready" in message.splitlines()[0]
-    assert "Engine core initialization failed" in message and "command: docker run" in message
-    log_file = message.rsplit("full log: ", 1)[1].strip()
+    first = message.splitlines()[0]
+    assert "stopped before it was ready: exited with code 1" in first
+    assert "Engine core initialization failed" in message and "(command: docker run " in first
+    log_file = re.search(r"; log: (\S+)\)", first).group(1)  # the container's whole log, kept after its removal
     assert "Engine core initialization failed" in Path(log_file).read_text()
     assert _ours(docker_client) == [] and session.state.records("vllm") == []
 
@@ -157,7 +160,7 @@ def test_model_missing_from_the_mounted_cache(docker_session, docker_client, mon
     with pytest.raises(EngineError) as info:
         session.start(session.resolve(f"vllm:{MODEL}"))
     first = str(info.value).splitlines()[0]
-    assert "exited with code 1 before it was ready" in first and "run with --force-download" in first
+    assert "stopped before it was ready: exited with code 1" in first and "run with --force-download" in first
     assert "LocalEntryNotFoundError" in str(info.value)
     assert _ours(docker_client) == []
 
@@ -195,7 +198,7 @@ def test_leftovers_of_jarvis_are_removed(docker_session, docker_client, foreign,
     assert f"created container {names}-created ({never_started.short_id})" in notes
     [current] = _ours(docker_client)
     assert current.id not in (leftover.id, never_started.id) and current.labels["jarvis.run_id"] == session.run_id
-    assert [r["run_id"] for r in session.state.records("vllm", any_run=True)] == [session.run_id]
+    assert [r.run_id for r in session.state.records("vllm", any_run=True)] == [session.run_id]
 
 
 def test_a_live_runs_container_is_left_alone(docker_session, docker_client, names):
@@ -224,13 +227,13 @@ def test_port_clash_is_one_line(docker_session, docker_client):
 def test_port_clash_reported_by_docker_removes_the_created_container(docker_session, docker_client, monkeypatch):
     """If the port is taken between Jarvis's check and Docker's start, Docker's refusal leaves a "created"
     container behind: it is removed and the error is the same one line."""
-    from jarvis_core import processes
+    from jarvis_core import api
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        monkeypatch.setattr(processes, "port_open", lambda *a, **k: False)
+        monkeypatch.setattr(api, "port_open", lambda *a, **k: False)  # Jarvis's own check misses the taken port
         session = docker_session(port=port)
         with pytest.raises(EngineError) as info:
             session.start(session.resolve(f"vllm:{MODEL}"))

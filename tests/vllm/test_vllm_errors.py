@@ -8,6 +8,7 @@ import pytest
 
 from jarvis_core.errors import EngineError, EngineUnavailableError
 from jarvis_core.progress import Progress
+from jarvis_core.state import Record
 from jarvis_vllm import common, docker_runtime
 from jarvis_vllm.settings import VllmSettings
 
@@ -78,13 +79,23 @@ def test_log_hints(log, hint):
     assert hint in common.log_hint(log)
 
 
+def _container_record(**data) -> Record:
+    return Record(id="r1", engine="vllm", kind="container", log="/state/logs/vllm-vllm-server.log",
+                  command=("docker", "run", "-d", "-e", "HF_TOKEN", "vllm/vllm-openai:latest", "org/m"), data=data)
+
+
 def test_failure_message_has_command_tail_and_hint_without_secrets():
     log = "\n".join(f"INFO line {i}" for i in range(30)) + f"\nERROR token {TOKEN}\nCUDA out of memory"
-    message = common.failure_message("The vLLM container vllm-server", "exited with code 1", log, secrets=[TOKEN],
-                                     log_file="/state/logs/vllm.log", command="docker run ... -e HF_TOKEN")
+    reason = EngineError("vLLM container vllm-server stopped before it was ready: exited with code 1")
+    err = docker_runtime.failure(reason, log, _container_record(), [TOKEN])
+    message = str(err)
     lines = message.splitlines()
-    assert lines[0].startswith("The vLLM container vllm-server exited with code 1 (out of GPU memory")
-    assert lines[1] == "command: docker run ... -e HF_TOKEN" and lines[-1] == "full log: /state/logs/vllm.log"
+    assert type(err) is EngineError and err.engine == "vllm"
+    assert lines[0].startswith("vLLM container vllm-server stopped before it was ready: exited with code 1; "
+                               "out of GPU memory")
+    assert "(command: docker run -d -e HF_TOKEN vllm/vllm-openai:latest org/m; " \
+           "log: /state/logs/vllm-vllm-server.log)" in lines[0]
+    assert lines[1] == "Last lines of /state/logs/vllm-vllm-server.log:" and lines[-1] == "CUDA out of memory"
     assert "INFO line 29" in message and "INFO line 5" not in message  # only the tail
     assert TOKEN not in message and "***" in message
 
@@ -150,7 +161,7 @@ def test_pull_progress_drives_a_console_bar():
 def test_exit_reason_from_container_state():
     assert docker_runtime.exit_reason({"Status": "running", "ExitCode": 0}) is None
     assert docker_runtime.exit_reason({"Status": "exited", "ExitCode": 1, "OOMKilled": False}) == \
-        "exited with code 1 before it was ready"
+        "exited with code 1"
     assert "exited with code 137 (OOMKilled" in docker_runtime.exit_reason(
         {"Status": "exited", "ExitCode": 137, "OOMKilled": True})
 
@@ -173,6 +184,7 @@ def test_secret_looking_environment_values_are_redacted():
     err = docker_runtime._api_error(FakeAPIError(f"bad env WANDB_API_KEY={key} DB_PASSWORD={password}"), settings,
                                     "Creating")
     assert key not in str(err) and password not in str(err) and "***" in str(err)
-    message = common.failure_message("vllm serve m", "exited with code 1", f"using key {key}\nTMPDIR=/tmp/short",
-                                     secrets=settings.secrets())
+    message = str(docker_runtime.failure(EngineError("vLLM container vllm-server stopped before it was ready"),
+                                         f"using key {key}\nTMPDIR=/tmp/short", _container_record(),
+                                         settings.secrets()))
     assert key not in message and "/tmp/short" in message

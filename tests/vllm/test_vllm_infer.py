@@ -6,7 +6,7 @@ import pytest
 
 from jarvis_core.engine import ChatRequest, Message
 from jarvis_core.errors import EngineError
-from jarvis_vllm import WARMUP_PROMPT
+from jarvis_core.api import WARMUP_PROMPT
 
 from vllm_fixtures import *  # noqa: F401,F403  (fixtures)
 from tests.standins.openai_server import OpenAIStandin, answer_for

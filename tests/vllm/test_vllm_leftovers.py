@@ -112,4 +112,4 @@ def test_containers_of_this_run_and_of_crashed_runs_are_removed_with_their_recor
     assert crashed.removed and mine.removed and not starting.removed
     assert removed == [f"leftover container {NAME} ({crashed.short_id})",
                        f"exited container vllm-other-name ({mine.short_id})"]
-    assert [r["run_id"] for r in ctx.state.records("vllm", any_run=True)] == ["other-run"]
+    assert [r.run_id for r in ctx.state.records("vllm", any_run=True)] == ["other-run"]

@@ -89,7 +89,7 @@ def test_real_vllm_serves_streams_reports_usage_and_errors_and_stops_cleanly(rea
     startup = time.monotonic() - began
     assert started.started and started.version and started.version[0].isdigit()
     [record] = session.state.records("vllm", "process")
-    tree = _tree(record["pid"])
+    tree = _tree(record.pid)
     assert len(tree) >= 2, "vllm -> EngineCore"  # the tree Jarvis must end
 
     found = session.detect("vllm")
@@ -126,9 +126,9 @@ def test_real_vllm_serves_streams_reports_usage_and_errors_and_stops_cleanly(rea
     began = time.monotonic()
     stopped = session.stop("vllm")
     stop_s = time.monotonic() - began
-    assert stopped.stopped == [f"vllm serve (pid {record['pid']}) ended with its process tree"]
+    assert stopped.stopped == [f"vllm serve (pid {record.pid}) ended with its process tree"]
     assert stopped.memory_released is None
-    assert not port_open("127.0.0.1", record["port"]) and session.state.records("vllm") == []
+    assert not port_open("127.0.0.1", record.data["port"]) and session.state.records("vllm") == []
     gone, alive = psutil.wait_procs(tree, timeout=5)
     assert alive == [], f"left running: {alive}"
     print(f"real vLLM (CPU): ready in {startup:.1f} s, cold start {warm.cold_start_s:.2f} s, "

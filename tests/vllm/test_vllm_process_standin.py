@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-import jarvis_vllm.common
+import jarvis_core.launch
 from jarvis_core.engine import ChatRequest, Message
 from jarvis_core.errors import EngineError, EngineTimeoutError, EngineUnavailableError
 from jarvis_core.processes import free_port, port_open
@@ -50,9 +50,11 @@ def test_start_infer_stop(proc_session):
     started = session.start(ref)
     assert started.started and started.version == "0.11.0"
     [record] = _process_records(session)
-    pid, port = record["pid"], record["port"]
+    pid, port = record.pid, record.data["port"]
     proc = psutil.Process(pid)
-    assert proc.create_time() == record["create_time"] and "HF_TOKEN" not in str(record)
+    assert proc.create_time() == record.create_time and "HF_TOKEN" not in str(record)
+    assert record.address == started.address and record.command[1:3] == ("serve", MODEL)
+    assert record.data["served_name"] == "tiny" and record.log and Path(record.log).is_file()
     env = proc.environ()
     assert env["HF_HUB_OFFLINE"] == "1" and env["HF_HUB_CACHE"] == session.context("vllm").settings.hub_cache.as_posix()
     found = session.detect("vllm")
@@ -79,8 +81,9 @@ def test_token_reaches_the_engine_but_not_the_state(proc_session, monkeypatch):
     session = proc_session()
     session.start(session.resolve(f"vllm:{MODEL}"))
     [record] = _process_records(session)
-    assert psutil.Process(record["pid"]).environ()["HF_TOKEN"] == token
+    assert psutil.Process(record.pid).environ()["HF_TOKEN"] == token
     assert token not in session.state.path.read_text() and token not in session.detect("vllm").detail
+    assert token not in Path(record.log).read_text()
 
 
 def test_exit_before_ready_fails_fast_with_exit_code_and_log(proc_session):
@@ -90,8 +93,10 @@ def test_exit_before_ready_fails_fast_with_exit_code_and_log(proc_session):
         session.start(session.resolve(f"vllm:{MODEL}"))
     assert time.monotonic() - began < 10
     message = str(info.value)
-    assert message.splitlines()[0].startswith(f"vllm serve {MODEL} exited with code 1 before it was ready")
-    assert "engine core failed to start" in message and "command: " in message and "full log:" in message
+    first = message.splitlines()[0]
+    assert first.startswith(f"vllm serve {MODEL} stopped before it was ready: exited with code 1")
+    assert "engine core failed to start" in message and f"(command: {session.context('vllm').settings.executable} " \
+        f"serve {MODEL} " in first and "log: " in first
     assert _process_records(session) == []
 
 
@@ -118,18 +123,18 @@ def test_port_clash_is_one_line_before_anything_starts(proc_session):
 
 def test_not_ready_in_time_is_ended(proc_session):
     session = proc_session("--ready-after", "60", timeouts={"start": 1.5})
-    with pytest.raises(EngineTimeoutError, match="was not ready after 2 s"):
+    with pytest.raises(EngineTimeoutError, match=r"was not ready after 1\.5 s; raise timeouts.start"):
         session.start(session.resolve(f"vllm:{MODEL}"))
     assert _process_records(session) == []
 
 
 def test_progress_notes_while_loading(proc_session, monkeypatch):
-    monkeypatch.setattr(jarvis_vllm.common, "NOTE_EVERY_S", 0.5)
+    monkeypatch.setattr(jarvis_core.launch, "NOTE_EVERY_S", 0.5)
     session = proc_session("--ready-after", "1.6")
     session.start(session.resolve(f"vllm:{MODEL}"))
     notes = session.progress.stream.getvalue()
-    assert "vllm: starting `vllm serve jarvis-test/tiny`" in notes
-    assert "vllm: tiny is loading (" in notes and "Loading model" in notes
+    assert "Starting vllm serve jarvis-test/tiny (log: " in notes
+    assert "vllm: waiting for vllm serve jarvis-test/tiny (" in notes and "Loading model" in notes
 
 
 def test_stop_from_the_state_alone_after_a_crash(proc_session, make_session):
@@ -139,8 +144,8 @@ def test_stop_from_the_state_alone_after_a_crash(proc_session, make_session):
     # A new Jarvis (after a crash): only the state file knows what was started.
     later = make_session({"engines": {"vllm": {"runtime": "docker"}}})
     stopped = later.stop("vllm")
-    assert stopped.stopped == [f"vllm serve (pid {record['pid']}) ended with its process tree"]
-    assert not port_open("127.0.0.1", record["port"]) and later.state.records("vllm") == []
+    assert stopped.stopped == [f"vllm serve (pid {record.pid}) ended with its process tree"]
+    assert not port_open("127.0.0.1", record.data["port"]) and later.state.records("vllm") == []
 
 
 def test_a_reused_pid_is_never_ended(proc_session, make_session):
@@ -165,7 +170,7 @@ def test_engine_that_died_after_ready_is_cleaned(proc_session):
     session.start(ref)
     assert session.infer(ref, ChatRequest(FRANCE)).ok
     [record] = _process_records(session)
-    psutil.Process(record["pid"]).wait(timeout=10)
+    psutil.Process(record.pid).wait(timeout=10)
     stopped = session.stop("vllm")
     assert stopped.stopped == [] and "already exited" in stopped.detail and _process_records(session) == []
 
@@ -187,20 +192,27 @@ def test_switching_models_ends_the_previous_server_first(session_for, fake_vllm,
     second = session.start(session.resolve("vllm:jarvis-test/other"))
     assert first.started and second.started
     [new] = _process_records(session)
-    assert new["pid"] != old["pid"] and not psutil.pid_exists(old["pid"]) or \
-        psutil.Process(old["pid"]).status() == psutil.STATUS_ZOMBIE
+    assert new.pid != old.pid and not psutil.pid_exists(old.pid) or \
+        psutil.Process(old.pid).status() == psutil.STATUS_ZOMBIE
     assert "to make room for jarvis-test/other" in session.progress.stream.getvalue()
     assert session.detect("vllm").loaded_models == {"jarvis-test/other": None}
 
 
-def test_memory_estimate_is_the_reserved_share_of_the_gpu(session_for, hub, monkeypatch):
-    from jarvis_core import gpu
+def _fake_gpu(monkeypatch, used_mib):
+    """One 80 GiB GPU using `used_mib()` MiB, for the plugin (through jarvis_core.api) and the core alike."""
+    from jarvis_core import api, gpu
 
+    fake = lambda: [gpu.GpuMemory(0, "Fake GPU", used_mib(), 80 * 1024)]  # noqa: E731
+    monkeypatch.setattr(gpu, "gpu_memory", fake)
+    monkeypatch.setattr(api, "gpu_memory", fake)
+
+
+def test_memory_estimate_is_the_reserved_share_of_the_gpu(session_for, hub, monkeypatch):
     session = session_for(models={MODEL: {"gpu_memory_utilization": 0.5}})
     ref = session.resolve(f"vllm:{MODEL}")
     no_gpu = session.is_available(ref)
     assert no_gpu.present and no_gpu.memory_bytes is None
-    monkeypatch.setattr(gpu, "gpu_memory", lambda: [gpu.GpuMemory(0, "Fake GPU", 1000, 80 * 1024)])
+    _fake_gpu(monkeypatch, lambda: 1000)
     with_gpu = session.is_available(ref)
     assert with_gpu.memory_bytes == 40 * 2**30
     assert with_gpu.memory_setting == f"engines.vllm.models.{MODEL}.gpu_memory_utilization"
@@ -210,14 +222,12 @@ def test_memory_estimate_is_the_reserved_share_of_the_gpu(session_for, hub, monk
 
 @pytest.mark.parametrize("after_stop_mib, released", [(1200, True), (60000, False)])
 def test_stop_confirms_the_gpu_memory_came_back(proc_session, monkeypatch, after_stop_mib, released):
-    from jarvis_core import gpu
-
     used = [1000]
-    monkeypatch.setattr(gpu, "gpu_memory", lambda: [gpu.GpuMemory(0, "Fake GPU", used[0], 80 * 1024)])
+    _fake_gpu(monkeypatch, lambda: used[0])
     session = proc_session(timeouts={"stop": 1.0})
     session.start(session.resolve(f"vllm:{MODEL}"))
     [record] = _process_records(session)
-    assert record["gpu_baseline_mib"] == 1000
+    assert record.data["gpu_baseline_mib"] == 1000
     used[0] = after_stop_mib
     stopped = session.stop("vllm")
     assert stopped.memory_released is released

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path, PureWindowsPath
@@ -38,6 +39,7 @@ def test_registered_engine_and_prefixes(vllm_plugin, make_session):
     session = make_session({"engines": {"vllm": {"port": 8411}}})
     spec = session.registry.engines["vllm"]
     assert spec.prefixes == ("vllm:", "vl_") and spec.gpu_heavy and spec.settings is VllmSettings
+    assert spec.one_model_at_a_time  # one server, one model: a loadout cannot keep two resident
     for model_id in ("vllm:Qwen/Qwen2.5-7B-Instruct", "VL_Qwen/Qwen2.5-7B-Instruct"):
         ref = session.resolve(model_id)
         assert (ref.engine, ref.name) == ("vllm", "Qwen/Qwen2.5-7B-Instruct")
@@ -125,7 +127,7 @@ def test_token_is_passed_but_never_shown():
     assert settings().engine_environment(force_download=False) == {"HF_HUB_OFFLINE": "1"}
     kwargs = docker_runtime.run_kwargs(_ctx(), s, s.launch("org/m"), None)
     assert kwargs["environment"]["HF_TOKEN"] == TOKEN
-    line = docker_runtime.describe_command(s, kwargs)
+    line = shlex.join(docker_runtime.describe_command(s, kwargs))  # as errors show it and the record keeps it
     assert TOKEN not in line and "-e HF_TOKEN" in line
 
 

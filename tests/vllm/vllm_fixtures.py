@@ -60,10 +60,9 @@ def nothing_survives(request: pytest.FixtureRequest) -> Iterator[None]:
     me = psutil.Process()
     before = {p.pid for p in me.children(recursive=True)}
     yield
-    from jarvis_vllm import common
+    from jarvis_core.api import close_shared
 
-    for url in list(common._clients):
-        common.close_client(url)
+    close_shared()  # the pooled clients of every address: their sockets are no leftover of the engine's
     leftovers = []
     deadline = time.monotonic() + 5.0
     while True:

@@ -24,6 +24,7 @@ from jarvis_core.api import (
     hookimpl,
 )
 
+from . import common
 from .common import ENGINE
 from .settings import ModelSettings, VllmSettings
 
@@ -75,8 +76,6 @@ def _runtime(settings: VllmSettings):  # type: ignore[no-untyped-def]
 def detect(ctx: EngineContext) -> Detection:
     settings = _settings(ctx)
     if settings.url:
-        from . import common
-
         info = common.server_info(settings.base_url)
         if info is None:
             return Detection(engine=ENGINE, installed=False, reachable=False, address=settings.base_url,
@@ -97,8 +96,6 @@ def _check(settings: VllmSettings, model: ModelRef) -> CacheCheck:
 def is_available(ctx: EngineContext, model: ModelRef) -> Availability:
     settings = _settings(ctx)
     if settings.url:
-        from . import common
-
         info = common.server_info(settings.base_url)
         served = settings.launch(model.name).served_name
         if info is not None and served in info.names:
@@ -156,8 +153,6 @@ def pull(ctx: EngineContext, model: ModelRef) -> Availability:
 
 @hookimpl
 def start(ctx: EngineContext, model: ModelRef) -> StartResult:
-    from . import common
-
     settings = _settings(ctx)
     launch = settings.launch(model.name)
     info = common.server_info(settings.base_url)
@@ -209,7 +204,7 @@ def infer(ctx: EngineContext, model: ModelRef, request: ChatRequest) -> InferRes
 def stop(ctx: EngineContext) -> StopResult:
     from jarvis_core.api import close_shared, gpu_memory, wait_for_release, wait_port_closed
 
-    from . import common, docker_runtime, process_runtime
+    from . import docker_runtime, process_runtime
 
     settings = _settings(ctx)
     result = StopResult()

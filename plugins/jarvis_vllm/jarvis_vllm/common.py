@@ -4,8 +4,7 @@ failures."""
 from __future__ import annotations
 
 import re
-import time
-from typing import TYPE_CHECKING, Callable, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from jarvis_core.api import EngineError
 
@@ -115,20 +114,6 @@ class Readiness:
                 return False
             self.healthy = True
         return openai_serves(self.client, self.served_name)
-
-
-def throttled(check: Callable[[], str | None], every: float) -> Callable[[], str | None]:
-    """`check` run at most once per `every` seconds (None in between): for liveness checks that cost an API call."""
-    last = [0.0]
-
-    def run() -> str | None:
-        now = time.monotonic()
-        if now - last[0] < every:
-            return None
-        last[0] = now
-        return check()
-
-    return run
 
 
 # --- one-line explanations ---------------------------------------------------------------------------------------------

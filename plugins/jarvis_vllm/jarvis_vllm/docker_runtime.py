@@ -6,7 +6,6 @@ with the configured name but without them belongs to someone else and is never t
 
 from __future__ import annotations
 
-import shlex
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -322,7 +321,7 @@ def start(ctx: EngineContext, settings: VllmSettings, launch: ModelLaunch, check
 
         kwargs = run_kwargs(ctx, settings, launch, check)
         gpus = gpu_memory()
-        ctx.progress.note(f"vllm: starting container {settings.container_name} ({ref}) for {launch.model}")
+        ctx.progress.note(f"Starting vLLM container {settings.container_name} ({ref}) for {launch.model}")
         try:
             container = client.containers.create(**kwargs)
         except ImageNotFound:
@@ -386,24 +385,24 @@ def _wait(ctx: EngineContext, settings: VllmSettings, container: Container, laun
     secrets = settings.secrets()
     try:
         with common.probe_client(settings.base_url) as client:
-            waited = await_ready(ctx, what=f"The vLLM container {settings.container_name}",
+            waited = await_ready(ctx, what=f"vLLM container {settings.container_name}",
                                  ready=common.Readiness(client, launch.served_name),
-                                 alive=common.throttled(alive, 0.5),  # each check is a Docker API call
+                                 alive=alive, alive_every=0.5,  # each check is a Docker API call
                                  progress_line=lambda: redact(_logs(container, 1), secrets))
             return waited, common.version(client)
     except EngineError as exc:
         _save_logs(container, record, secrets)
-        raise failure(exc, redact(_logs(container, TAIL_LINES), secrets), record) from None
+        raise failure(exc, _logs(container, TAIL_LINES), record, secrets) from None
 
 
-def failure(exc: EngineError, log_tail: str, record: Record) -> EngineError:
-    """The error of a failed start, worded as the core's `launch` words it for a process: the reason, the fix the
-    log tells, the command and the log file, then the log's last lines (`log_tail`, already redacted)."""
-    hint = common.log_hint(log_tail)
-    log_tail = "\n".join(log_tail.strip().splitlines()[-TAIL_LINES:])
-    command = shlex.join(record.command or ())
-    return type(exc)(f"{exc}{'; ' + hint if hint else ''} (command: {command}; log: {record.log})"
-                     + (f"\nLast lines of {record.log}:\n{log_tail}" if log_tail else ""), engine=ENGINE)
+def failure(exc: EngineError, log_text: str, record: Record, secrets: list[str]) -> EngineError:
+    """The error of a failed start, worded by the core's `start_failure` as for a process: the reason, the fix the
+    log tells, the command and the log file, then the log's last lines; `secrets` redacted from all of it."""
+    from jarvis_core.api import start_failure
+
+    return start_failure(exc, command=record.command or (), log=record.log or "",
+                         tail="\n".join(log_text.strip().splitlines()[-TAIL_LINES:]), explain=common.log_hint,
+                         redact=lambda text: redact(text, secrets))
 
 
 def exit_reason(state: dict[str, Any]) -> str | None:

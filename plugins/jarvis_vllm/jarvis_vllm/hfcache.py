@@ -20,7 +20,7 @@ from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:
-    from jarvis_core.progress import Progress, Task
+    from jarvis_core.api import Progress, Task
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -226,7 +226,7 @@ def download(repo_id: str, hub_cache: PurePath, *, progress: Progress, token: st
     """Download a whole repo into the hub cache (resuming partial downloads), with progress. Raises EngineError."""
     from huggingface_hub import snapshot_download
     from huggingface_hub import errors as hf_errors
-    from jarvis_core.errors import EngineError, ModelMissingError
+    from jarvis_core.api import EngineError, ModelMissingError
 
     try:
         path = snapshot_download(repo_id, revision=revision, cache_dir=str(hub_cache), token=token or None,
