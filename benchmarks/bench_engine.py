@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from jarvis_core import (
+from jarvis_core.api import (
     Availability,
     Detection,
     EngineSpec,

@@ -92,14 +92,14 @@ def launch(ctx: EngineContext, command: Sequence[str], *, what: str, log_name: s
 
 def start_failure(exc: EngineError, *, command: Sequence[str], log: Path | str, tail: str,
                   explain: Callable[[str], str | None] | None = None,
-                  redact: Callable[[str], str] = lambda text: text) -> EngineError:
+                  redact: Callable[[str], str] = lambda text: text, engine: str | None = None) -> EngineError:
     """The one error of a failed start, for a process or a container alike: the reason, a hint the log gives, the
     command and the log file, then the log's last lines; everything passed through `redact`."""
     tail = redact(tail.strip())
     hint = explain(tail) if explain is not None else None
     message = (f"{exc}{'; ' + hint if hint else ''} (command: {shlex.join(list(command))}; log: {log})"
                + (f"\nLast lines of {log}:\n{tail}" if tail else ""))
-    return type(exc)(redact(message), engine=exc.engine)
+    return type(exc)(redact(message), engine=engine or exc.engine)
 
 
 def await_ready(ctx: EngineContext, *, what: str, ready: Callable[[], bool], alive: Callable[[], str | None],

@@ -171,7 +171,7 @@ def test_no_config_file_at_all_uses_defaults(run, echo):
 def test_config_errors_do_not_show_values_of_secret_looking_keys(run, use_plugin, isolated):
     from dataclasses import dataclass
 
-    from jarvis_core import EngineSpec, hookimpl
+    from jarvis_core.api import EngineSpec, hookimpl
 
     @dataclass
     class Settings:

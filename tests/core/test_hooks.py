@@ -6,7 +6,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from jarvis_core import ChatRequest, Message, hookimpl
+from jarvis_core.api import ChatRequest, Message, hookimpl
 from jarvis_core.errors import PluginError
 
 from engines_fixture import EchoPlugin

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from jarvis_core import hookimpl, plugins
+from jarvis_core import plugins
+from jarvis_core.api import hookimpl
 from jarvis_core.errors import DuplicatePrefixError, PluginError
 
 from engines_fixture import EchoPlugin

@@ -11,7 +11,7 @@ import time
 import psutil
 import pytest
 
-from jarvis_core import ChatRequest, Message
+from jarvis_core.api import ChatRequest, Message
 from jarvis_core.errors import EngineError
 from jarvis_core.processes import port_open
 

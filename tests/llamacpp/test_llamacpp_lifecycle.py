@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from jarvis_core import ChatRequest, Message
+from jarvis_core.api import ChatRequest, Message
 from jarvis_core.errors import EngineError, EngineTimeoutError, EngineUnavailableError, ModelMissingError
 from jarvis_core.processes import create_time, port_open
 

@@ -402,7 +402,7 @@ def failure(exc: EngineError, log_text: str, record: Record, secrets: list[str])
 
     return start_failure(exc, command=record.command or (), log=record.log or "",
                          tail="\n".join(log_text.strip().splitlines()[-TAIL_LINES:]), explain=common.log_hint,
-                         redact=lambda text: redact(text, secrets))
+                         redact=lambda text: redact(text, secrets), engine=record.engine)
 
 
 def exit_reason(state: dict[str, Any]) -> str | None:
