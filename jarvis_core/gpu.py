@@ -5,11 +5,8 @@ Used to confirm that memory really came back after an engine stops (engines.md Â
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from dataclasses import dataclass
-
 
 @dataclass(frozen=True)
 class GpuMemory:
@@ -43,6 +40,9 @@ def gpu_memory() -> list[GpuMemory] | None:
 
 
 def _from_nvidia_smi() -> list[GpuMemory] | None:
+    import shutil
+    import subprocess
+
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return None

@@ -10,7 +10,6 @@ not a local process (a container). `end` ends what a record names.
 from __future__ import annotations
 
 import shlex
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,8 @@ from .errors import EngineError, EngineUnavailableError
 from .http import close_shared
 
 if TYPE_CHECKING:
+    import subprocess
+
     from .engine import EngineContext
     from .state import Record
 
@@ -145,6 +146,8 @@ def exit_reason(record: Record) -> str | None:
 def end(ctx: EngineContext, record: Record, *, timeout: float | None = None, remove_log: bool = False) -> bool:
     """End the recorded process tree (only if pid and create time still match), close the shared client of its
     address and drop the record. True when it was still running. `remove_log` deletes its log after a clean end."""
+    import subprocess
+
     ended = False
     if record.pid is not None:
         ended = processes.end_tree(record.pid, record.create_time,

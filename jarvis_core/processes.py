@@ -9,16 +9,18 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
-
-import psutil
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from .errors import EngineError, EngineTimeoutError
+
+if TYPE_CHECKING:  # psutil and subprocess are imported where used: `jarvis --help` never needs them
+    import subprocess
+
+    import psutil
 
 IS_WINDOWS = sys.platform == "win32"
 
@@ -27,6 +29,8 @@ def spawn(cmd: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None =
           cwd: Path | None = None, append: bool = True) -> subprocess.Popen[bytes]:
     """Start `cmd` in its own process group with stdout and stderr going to `log_path`: appended (a plugin may
     write a header first), or into an emptied file with `append=False`, so a failure's tail is this start's."""
+    import subprocess
+
     log_path.parent.mkdir(parents=True, exist_ok=True)
     kwargs: dict = {}
     if IS_WINDOWS:
@@ -46,6 +50,8 @@ _spawned: set[int] = set()
 
 
 def create_time(pid: int) -> float | None:
+    import psutil
+
     try:
         return psutil.Process(pid).create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -64,6 +70,8 @@ def same_create_time(a: float | None, b: float | None) -> bool:
 def _same_process(pid: int, created: float | None) -> psutil.Process | None:
     """The process, if it is still the one that had `created` as its create_time; a record without one is never
     trusted (the PID may have been reused)."""
+    import psutil
+
     try:
         proc = psutil.Process(pid)
         if not same_create_time(proc.create_time(), created):
@@ -85,6 +93,8 @@ def end_tree(pid: int, created: float | None, *, timeout: float = 10.0) -> bool:
     Returns True when something of ours was running. The root is asked first, so a server can stop its own
     children cleanly; whatever of the snapshot taken beforehand is still alive afterwards is killed.
     """
+    import psutil
+
     root = _same_process(pid, created)
     if root is None:
         # Only a root that is really gone leaves orphans of ours; a PID now held by another process is not ours,
@@ -113,6 +123,8 @@ def end_tree(pid: int, created: float | None, *, timeout: float = 10.0) -> bool:
 
 
 def _gone(pid: int) -> bool:
+    import psutil
+
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
@@ -125,6 +137,8 @@ def _end_orphans(pid: int, created: float | None) -> bool:
     """The root died (a crash): end what is left of its process group — processes in the group it led, born after
     it — so that, say, a crashed server's model runners do not keep holding memory. POSIX only: on Windows orphans
     are found by their recorded parent PID, which psutil keeps (`ppid`)."""
+    import psutil
+
     if created is None:
         return False
     orphans = []
@@ -160,6 +174,8 @@ def _process_group(pid: int) -> int | None:
 
 
 def _ask_to_stop(proc: psutil.Process) -> None:
+    import psutil
+
     if IS_WINDOWS and proc.pid in _spawned:
         try:
             proc.send_signal(signal.CTRL_BREAK_EVENT)  # graceful, reaches only our own process group
@@ -170,6 +186,8 @@ def _ask_to_stop(proc: psutil.Process) -> None:
 
 
 def _quietly(action: Callable[[], object]) -> None:
+    import psutil
+
     try:
         action()
     except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
@@ -196,6 +214,8 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 def listener_pid(port: int) -> int | None:
     """The PID listening on a TCP port, when the system tells (it may not, without privileges)."""
+    import psutil
+
     try:
         for conn in psutil.net_connections(kind="tcp"):
             if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
@@ -206,6 +226,8 @@ def listener_pid(port: int) -> int | None:
 
 
 def process_name(pid: int | None) -> str | None:
+    import psutil
+
     if pid is None:
         return None
     try:

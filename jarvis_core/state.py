@@ -22,8 +22,6 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-import psutil
-
 from .processes import same_create_time
 
 
@@ -85,6 +83,8 @@ class Record:
 
 def _create_time(pid: Any) -> float | None:
     """create_time of a live process; None when it is gone (a zombie, never reaped, counts as gone)."""
+    import psutil
+
     try:
         proc = psutil.Process(int(pid))
         return None if proc.status() == psutil.STATUS_ZOMBIE else proc.create_time()
