@@ -16,6 +16,7 @@ from .engine import (
     EngineSpec,
     InferResult,
     Message,
+    Parallelism,
     StartResult,
     StopResult,
     TokenSource,
@@ -58,6 +59,7 @@ from .warmup import WARMUP_PROMPT, warm, warmup_request
 __all__ = [
     # the hook marker and what the hooks take and return
     "hookimpl", "EngineSpec", "EngineContext", "ModelRef", "Flags", "Detection", "Availability", "StartResult",
+    "Parallelism",
     "WarmupResult", "StopResult", "Message", "ChatRequest", "InferResult", "TokenSource",
     # errors a hook raises (one line each, shown to the user)
     "JarvisError", "ConfigError", "EngineError", "EngineUnavailableError", "ModelMissingError", "EngineTimeoutError",

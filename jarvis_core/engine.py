@@ -101,6 +101,18 @@ class Availability:
     """The config key that changes `memory_bytes` (`engines.vllm.gpu_memory_utilization`), for fit errors."""
 
 
+@dataclass(frozen=True)
+class Parallelism:
+    """How many requests the engine serves at once, and the setting that changes it: what explains where throughput
+    stops growing under load."""
+
+    setting: str
+    """The engine's own name for it and Jarvis's config key: `OLLAMA_NUM_PARALLEL (engines.ollama.num_parallel)`."""
+    value: int | None
+    """Requests served at once; None when the engine does not tell (a server Jarvis did not start)."""
+    detail: str = ""
+
+
 @dataclass
 class StartResult:
     """The engine serves the model at `address` (`start`)."""
@@ -110,6 +122,8 @@ class StartResult:
     """True when Jarvis launched something (and recorded it); False when a running server was reused."""
     detail: str = ""
     version: str | None = None
+    parallelism: Parallelism | None = None
+    """How many requests the server serves at once, where the plugin knows."""
 
 
 @dataclass
@@ -156,6 +170,9 @@ class ChatRequest:
     max_tokens: int | None = None
     temperature: float | None = None
     seed: int | None = None
+    exact_tokens: bool = False
+    """Generate exactly `max_tokens` tokens where the engine allows it (vLLM `ignore_eos`, llama.cpp `min_tokens`), for
+    load runs with a pinned output length; an engine that cannot stops where it stops (`finish_reason` says so)."""
     timeout: float = 300.0
     """Seconds allowed for the whole request. Engine-specific options (Ollama's keep_alive and num_ctx) live in the
     engine's settings, not here."""

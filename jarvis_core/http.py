@@ -21,10 +21,15 @@ def make_client(base_url: str = "", *, timeout: float = 300.0, connect_timeout: 
     import httpx
 
     # Generous pool limits: httpcore compares *all* its connections with the keep-alive limit, so with the default
-    # of 20 every connection going idle under 21+ parallel requests is closed and reopened (benchmarks, item 3).
+    # of 20 every connection going idle under 21+ parallel requests is closed and reopened (benchmarks, item 3). And a
+    # load run with N requests in flight must never wait for a pooled connection: that wait would hide in its TTFT.
     return httpx.Client(base_url=base_url, timeout=httpx.Timeout(timeout, connect=connect_timeout), trust_env=False,
                         headers={"Accept-Encoding": "identity", **(headers or {})},
-                        limits=httpx.Limits(max_connections=100, max_keepalive_connections=100))
+                        limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS))
+
+
+#: Connections one client keeps open at most: above the highest load level a run may ask for.
+MAX_CONNECTIONS = 1024
 
 
 _shared: dict[str, httpx.Client] = {}

@@ -34,7 +34,8 @@ def _message(msg: Message) -> dict[str, Any]:
     return {"role": msg.role, "content": parts}
 
 
-def chat_body(model: str, request: ChatRequest, *, include_usage: bool = True) -> dict[str, Any]:
+def chat_body(model: str, request: ChatRequest, *, include_usage: bool = True,
+              extra: dict[str, Any] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"model": model, "messages": [_message(m) for m in request.messages],
                             "stream": request.stream}
     if request.stream and include_usage:
@@ -43,15 +44,16 @@ def chat_body(model: str, request: ChatRequest, *, include_usage: bool = True) -
                        ("seed", request.seed)):
         if value is not None:
             body[key] = value
-    return body
+    return {**body, **(extra or {})}
 
 
 def chat(client: httpx.Client, model: str, request: ChatRequest, *, path: str = "/v1/chat/completions",
-         include_usage: bool = True) -> InferResult:
-    """POST one chat completion, streamed (SSE) or not, and return the answer with its stamps."""
+         include_usage: bool = True, extra: dict[str, Any] | None = None) -> InferResult:
+    """POST one chat completion, streamed (SSE) or not, and return the answer with its stamps. `extra` adds an
+    engine's own body fields (vLLM `ignore_eos`)."""
     import httpx
 
-    body = json.dumps(chat_body(model, request, include_usage=include_usage)).encode()
+    body = json.dumps(chat_body(model, request, include_usage=include_usage, extra=extra)).encode()
     result = InferResult(stream=request.stream, t_send=0)
     clock = time.perf_counter_ns
 
