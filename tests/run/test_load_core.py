@@ -1,0 +1,211 @@
+"""The load generator against a stand-in whose timing is scripted (tests/standins/load_server.py, one event loop for
+every stream): throughput against the known maximum, arrival schedules, queue wait kept apart from TTFT, SLO,
+goodput and capacity on hand-computed cases, and a level whose requests all fail."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from jarvis_core.api import ChatRequest, InferResult, Message, Parallelism, close_shared, openai_chat, shared_client
+from jarvis_core.load import (
+    Level,
+    LevelRun,
+    LoadProfile,
+    LoadSample,
+    Slo,
+    arrival_offsets,
+    capacity,
+    run_level,
+    saturation,
+    summarize_level,
+    synthetic_prompt,
+    workload,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def load_server():
+    """Start the stand-in with the given timing; yields (url, stats()) and stops it afterwards."""
+    started = []
+
+    def start(**timing) -> str:
+        args = [f"--{k}={v}" for k, v in timing.items()]
+        proc = subprocess.Popen([sys.executable, "-m", "tests.standins.load_server", *args], cwd=REPO,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        started.append(proc)
+        port = json.loads(proc.stdout.readline())["port"]
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for proc in started:
+        proc.stdin.close()
+        proc.wait(timeout=10)
+    close_shared()
+
+
+def sender(url: str):
+    return lambda request: openai_chat(shared_client(url), "load-model", request)
+
+
+def requests_for(profile: LoadProfile = LoadProfile()):
+    return workload([[("user", "hello")]], profile, max_tokens=None, timeout=30)
+
+
+def test_closed_loop_reaches_the_known_maximum_throughput(load_server):
+    ttft, tokens, gap = 0.05, 10, 0.01
+    url = load_server(ttft=ttft, tokens=tokens, gap=gap)
+    per_request = ttft + (tokens - 1) * gap
+    for n in (1, 8):
+        run = run_level(sender(url), requests_for(), Level(concurrency=n), requests=6 * n, duration=None, warmup=n)
+        summary = summarize_level(run, None)
+        best = n * tokens / per_request
+        assert summary.requests_ok == 6 * n and summary.requests_error == 0
+        assert summary.window == "steady"
+        assert 0.9 * best <= summary.output_tps <= 1.05 * best, (n, summary.output_tps, best)
+        assert summary.ttft_s["p50"] == pytest.approx(ttft, abs=0.015)
+        assert summary.itl_s["p50"] == pytest.approx(gap, abs=0.004)
+
+
+def test_poisson_arrivals_have_the_right_mean_and_spread_and_are_seeded():
+    offsets = arrival_offsets(10.0, 4000, arrival="poisson", seed=7)
+    gaps = [b - a for a, b in zip(offsets, offsets[1:])]
+    assert statistics.mean(gaps) == pytest.approx(0.1, rel=0.05)
+    assert statistics.stdev(gaps) / statistics.mean(gaps) == pytest.approx(1.0, rel=0.1)  # exponential: CV 1
+    assert arrival_offsets(10.0, 50, arrival="poisson", seed=7) == offsets[:50]
+    assert arrival_offsets(10.0, 50, arrival="poisson", seed=8) != offsets[:50]
+    assert arrival_offsets(4.0, 3, arrival="constant", seed=7) == [0.0, 0.25, 0.5]
+
+
+def test_queue_wait_is_reported_apart_and_never_hidden_in_ttft(load_server):
+    url = load_server(ttft=0.05, tokens=3, gap=0.01)
+    # 40 requests/s against one request in flight at a time (0.07 s each): requests queue in the client.
+    run = run_level(sender(url), requests_for(), Level(rate=40), requests=12, duration=None, warmup=0,
+                    arrival="constant", max_concurrency=1)
+    summary = summarize_level(run, None)
+    assert summary.queue_wait_s["p90"] > 0.1, "later requests waited for the one slot"
+    assert summary.ttft_s["p90"] == pytest.approx(0.05, abs=0.02), "TTFT from t_send excludes the wait"
+    assert summary.ttft_sched_s["p90"] > summary.ttft_s["p90"] + 0.1, "TTFT from the schedule includes it"
+    assert summary.flags and "fell behind" in summary.flags[0]
+
+
+def test_open_loop_sends_on_schedule(load_server):
+    url = load_server(ttft=0.02, tokens=2, gap=0.005)
+    run = run_level(sender(url), requests_for(), Level(rate=50), requests=40, duration=None, warmup=2, seed=3)
+    summary = summarize_level(run, None)
+    assert summary.requests_ok == 40
+    assert summary.queue_wait_s["p99"] < 0.02  # no cap reached: workers pick requests up at once
+    scheduled = sorted(s.t_scheduled for s in run.samples)
+    expected = arrival_offsets(50, 42, arrival="poisson", seed=3)
+    assert [round((t - scheduled[0]) / 1e9, 6) for t in scheduled] == [round(o, 6) for o in expected]
+
+
+def test_a_level_whose_requests_all_fail_is_an_error_row_not_a_crash():
+    def broken(request):
+        return InferResult(stream=True, t_send=1, error="HTTP 500: engine exploded")
+
+    run = run_level(broken, requests_for(), Level(concurrency=4), requests=8, duration=None, warmup=1)
+    summary = summarize_level(run, Slo(ttft=0.5))
+    assert (summary.requests_ok, summary.requests_error) == (0, 8)
+    assert summary.output_tps in (None, 0.0) and summary.slo_share == 0.0
+    assert any("every request failed: HTTP 500: engine exploded" in f for f in summary.flags)
+
+
+def test_stop_ends_a_level_and_drops_what_was_in_flight(load_server):
+    url = load_server(ttft=0.3, tokens=2, gap=0.01)
+    stop = threading.Event()
+    timer = threading.Timer(0.5, stop.set)
+    timer.start()
+    run = run_level(sender(url), requests_for(), Level(concurrency=3), requests=1000, duration=None, warmup=0,
+                    stop=stop)
+    assert 0 < len(run.samples) < 20 and run.wall_s < 5
+
+
+# --- hand-computed figures -------------------------------------------------------------------------------------------
+
+
+def sample(index: int, *, send: float, ttft: float, n: int, itl: float, scheduled: float | None = None,
+           warmup: bool = False) -> LoadSample:
+    s = int(send * 1e9)
+    first = s + int(ttft * 1e9)
+    chunks = [first + int(i * itl * 1e9) for i in range(n)]
+    result = InferResult(stream=True, t_send=s, t_first_byte=first, t_first_token=first, t_last_token=chunks[-1],
+                         t_end=chunks[-1], chunk_times=chunks, output_tokens=n)
+    t_sched = int((scheduled if scheduled is not None else send) * 1e9)
+    return LoadSample(index, warmup, t_sched, t_sched, result)
+
+
+def test_slo_goodput_and_capacity_by_hand():
+    slo = Slo(ttft=0.5, itl=0.05)
+    # Sent at 0, 1, 2, 3 s (the one at 0 a warm-up): the window is 1 s → 3 s, two seconds long.
+    samples = [sample(0, send=0, ttft=0.1, n=2, itl=0.01, warmup=True),
+               sample(1, send=1, ttft=0.2, n=3, itl=0.02),   # meets the SLO, done at 1.24 s
+               sample(2, send=2, ttft=0.9, n=3, itl=0.02),   # TTFT too slow
+               sample(3, send=3, ttft=0.1, n=3, itl=0.08)]   # ITL too slow; answers after the window
+    run = LevelRun(Level(concurrency=2), samples, t0=0, wall_s=4.0, cpu_s=0.4)
+    summary = summarize_level(run, slo)
+    assert summary.window == "steady" and summary.window_s == pytest.approx(2.0)
+    assert summary.slo_share == pytest.approx(1 / 3)
+    assert summary.goodput_rps == pytest.approx(0.5)       # one good request done inside 2 s
+    assert summary.request_rate == pytest.approx(1.0)      # requests 1 and 2 done inside
+    assert summary.output_tps == pytest.approx(3.0)        # their 3 + 3 tokens in 2 s
+    assert summary.client_cpu == pytest.approx(0.1)
+
+    levels = []
+    for n, share in ((1, 1.0), (2, 0.95), (4, 0.92), (8, 0.5)):
+        s = summarize_level(LevelRun(Level(concurrency=n), [], 0, 1.0, 0.0), None)
+        s.slo_share = share
+        levels.append(s)
+    users, rate = capacity(levels, slo, 0.9)
+    assert users.level == Level(concurrency=4) and rate is None
+    assert users.sentence() == ("capacity: 4 users at once with 90% of requests within TTFT ≤ 500 ms, "
+                                "ITL ≤ 50 ms (≥ 20 tok/s each)")
+    for s in levels:
+        s.slo_share = 0.2
+    assert capacity(levels, slo, 0.9)[0].sentence().startswith("capacity: not reached")
+
+
+def test_saturation_names_the_setting_that_limits_it():
+    levels = []
+    for n, tps, ttft in ((1, 50.0, 0.1), (2, 51.0, 0.3), (4, 51.5, 0.7)):
+        s = summarize_level(LevelRun(Level(concurrency=n), [], 0, 1.0, 0.0), None)
+        s.output_tps, s.ttft_s = tps, {"p50": ttft, "p90": ttft, "p99": ttft}
+        levels.append(s)
+    line = saturation(levels, Parallelism("llama-cpp-python's server (one request at a time)", 1), "llamacpp")
+    assert line.startswith("throughput stops growing beyond 1 in flight")
+    assert "llamacpp serves 1 requests at once (llama-cpp-python's server" in line
+    levels[1].output_tps, levels[2].output_tps = 100.0, 200.0
+    assert saturation(levels, None, "vllm") is None
+
+
+def test_synthetic_prompts_are_about_the_asked_length_and_never_share_a_prefix():
+    a, b = synthetic_prompt(1, 200, seed=42), synthetic_prompt(2, 200, seed=42)
+    assert a.split(":")[0] != b.split(":")[0]
+    assert 120 <= len(a.split()) <= 170
+    assert synthetic_prompt(1, 200, seed=42) == a
+    made = workload([], LoadProfile(prompt_tokens=50, output_tokens=16), max_tokens=None, timeout=5)(3)
+    assert made.stream and made.exact_tokens and made.max_tokens == 16
+    assert made.messages[0].content.startswith("Request 3:")
+    assert isinstance(made, ChatRequest) and isinstance(made.messages[0], Message)
+
+
+def test_a_pinned_output_length_and_an_early_stop(load_server):
+    url = load_server(ttft=0.01, tokens=5, gap=0.001)
+    make = workload([], LoadProfile(prompt_tokens=20, output_tokens=12), max_tokens=None, timeout=5)
+
+    def pinning(request):  # what the vLLM plugin sends for exact_tokens
+        return openai_chat(shared_client(url), "load-model", request, extra={"ignore_eos": True})
+
+    run = run_level(pinning, make, Level(concurrency=2), requests=4, duration=None, warmup=0)
+    assert [s.result.output_tokens for s in run.samples] == [12] * 4 and not any(s.stopped_early for s in run.samples)
+    run = run_level(sender(url), make, Level(concurrency=2), requests=4, duration=None, warmup=0)
+    assert all(s.stopped_early for s in run.samples)  # an engine that cannot pin stops at its own end (5 tokens)
+    assert "4 answers stopped before the pinned output length" in summarize_level(run, None).flags[0]
