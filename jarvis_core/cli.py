@@ -157,20 +157,19 @@ def run(setups_path: str | None, config_path: str | None, selected: tuple[str, .
     Exit code 0 when every cell is ok, missing, unavailable or skipped; 1 when any failed or errored (--strict:
     also missing or unavailable); 2 for usage and configuration errors.
     """
-    import signal
     import time
     from pathlib import Path
 
-    from .cleanup import clean_leftovers
     from .config import load_config
     from .errors import UsageError
     from .plan import build_plan
     from .results import read_results
-    from .runner import Runner, done_keys, exit_code, summary_table
+    from .runner import Runner, done_keys, done_levels, exit_code, summary_table
     from .session import Session
     from .setups import find_setups, load_suite
 
     done: set = set()
+    levels: set = set()
     if resume:
         out_dir = Path(resume)
         results = out_dir / "results.jsonl"
@@ -182,6 +181,7 @@ def run(setups_path: str | None, config_path: str | None, selected: tuple[str, .
         repeat = repeat or first.get("repeat")
         force_download = force_download or bool(first.get("force_download"))
         done = done_keys(results)
+        levels = done_levels(results)
     config = load_config(config_path)
     suite = load_suite(find_setups(setups_path))
     chosen = suite.setups
@@ -197,20 +197,9 @@ def run(setups_path: str | None, config_path: str | None, selected: tuple[str, .
     plan = build_plan(session, suite, chosen, repeat=repeat)
     if not resume:
         out_dir = Path(output) if output else config.output_dir / time.strftime("%Y%m%d-%H%M%S")
-    for line in clean_leftovers(session):
-        click.echo(f"cleaned up after a crashed run: {line}", err=True)
-
     say = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
-    runner = Runner(session, suite, out_dir, repeat=repeat, say=say, done=done)
-    # SIGTERM (and Ctrl-Break on Windows) stop the run like Ctrl-C: tear down, keep what was measured.
-    stop_signals = [signal.SIGTERM] + ([signal.SIGBREAK] if hasattr(signal, "SIGBREAK") else [])
-    previous = {sig: signal.signal(sig, _raise_keyboard_interrupt) for sig in stop_signals}
-    try:
-        rows = runner.run(plan, argv=sys.argv[1:])
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    report = _write_report(runner.results_path, out_dir / "report.xlsx")
+    runner = Runner(session, suite, out_dir, repeat=repeat, say=say, done=done, done_levels=levels)
+    rows, report = _campaign(session, runner, plan)
     if as_json:
         echo_json({"results": str(runner.results_path), "report": str(report), "interrupted": runner.interrupted,
                    "cells": [{"setup": r.setup, "model": r.model, "engine": r.engine, "test": r.test,
@@ -220,11 +209,129 @@ def run(setups_path: str | None, config_path: str | None, selected: tuple[str, .
                              for r in rows]})
     else:
         click.echo("")
-        click.echo(summary_table(rows))
+        if rows:
+            click.echo(summary_table(rows))
         click.echo(f"\nResults: {runner.results_path}\nReport:  {report}")
     if runner.interrupted:
         raise SystemExit(130)
-    raise SystemExit(exit_code(rows, strict))
+    raise SystemExit(exit_code(rows, strict, runner.results_path))
+
+
+def _campaign(session: Any, runner: Any, plan: Any) -> tuple[list[Any], Any]:
+    """Clean up after crashed runs, run the plan with SIGTERM (and Ctrl-Break) stopping it like Ctrl-C, and write
+    the report: what `jarvis run` and `jarvis bench` share."""
+    import signal
+
+    from .cleanup import clean_leftovers
+
+    for line in clean_leftovers(session):
+        click.echo(f"cleaned up after a crashed run: {line}", err=True)
+    # SIGTERM (and Ctrl-Break on Windows) stop the run like Ctrl-C: tear down, keep what was measured.
+    stop_signals = [signal.SIGTERM] + ([signal.SIGBREAK] if hasattr(signal, "SIGBREAK") else [])
+    previous = {sig: signal.signal(sig, _raise_keyboard_interrupt) for sig in stop_signals}
+    try:
+        rows = runner.run(plan, argv=sys.argv[1:])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return rows, _write_report(runner.results_path, runner.out_dir / "report.xlsx")
+
+
+@cli.command()
+@click.argument("model_id")
+@click.option("--concurrency", default=None, help="Closed-loop levels: requests in flight, e.g. 1,4,16.")
+@click.option("--rate", default=None, help="Open-loop levels: requests per second, e.g. 1,2,4.")
+@click.option("--sweep", is_flag=True, help="Synchronous and saturated throughput, then rates between them.")
+@click.option("--arrival", type=click.Choice(["poisson", "constant"]), default="poisson", show_default=True,
+              help="Open-loop arrivals.")
+@click.option("--max-concurrency", type=int, default=None, help="Open loop: at most this many requests in flight.")
+@click.option("--requests", type=int, default=None, help="Measured requests per level.")
+@click.option("--duration", default=None, help="Seconds per level in which requests are sent (e.g. 30s).")
+@click.option("--warmup", type=int, default=None, help="Requests per level sent first and discarded (default 2).")
+@click.option("--prompt-tokens", type=int, default=128, show_default=True, help="Synthetic prompts of about N tokens.")
+@click.option("--output-tokens", type=int, default=None, help="Pin answers to M tokens where the engine allows it.")
+@click.option("--slo", default=None, help="Bounds per request for goodput and capacity: ttft=500ms,itl=50ms,e2e=10s.")
+@click.option("--output", type=click.Path(file_okay=False), default=None,
+              help="Folder for results.jsonl and report.xlsx (default: output_dir/bench-<time>).")
+@click.option("--force-download", is_flag=True, help="Download the model if missing instead of reporting MISSING.")
+@config_option
+@json_option
+def bench(model_id: str, concurrency: str | None, rate: str | None, sweep: bool, arrival: str,
+          max_concurrency: int | None, requests: int | None, duration: str | None, warmup: int | None,
+          prompt_tokens: int, output_tokens: int | None, slo: str | None, output: str | None, force_download: bool,
+          config_path: str | None, as_json: bool) -> None:
+    """Measure one model under load: bring its engine up alone, warm it, run the levels, stop it.
+
+    Without --concurrency, --rate or --sweep, runs 1, 4 and 16 requests in flight. Prints a line per level, a table,
+    and the capacity when --slo is given; --json prints one object instead.
+    """
+    import time
+    from pathlib import Path
+
+    from .config import load_config
+    from .errors import ConfigError, UsageError
+    from .plan import build_plan
+    from .results import read_results
+    from .runner import Runner
+    from .session import Session
+    from .setups import Defaults, ModelEntry, Setup, Suite, parse_load
+
+    raw: dict[str, Any] = {"arrival": arrival, "sweep": sweep, "prompt_tokens": prompt_tokens}
+    for key, text, kind in (("concurrency", concurrency, int), ("rate", rate, float)):
+        if text:
+            try:
+                raw[key] = [kind(part) for part in text.split(",") if part.strip()]
+            except ValueError:
+                raise UsageError(f"--{key} takes numbers separated by commas (1,4,16), not '{text}'.") from None
+    if not concurrency and not rate and not sweep:
+        raw["concurrency"] = [1, 4, 16]
+    for key, value in (("max_concurrency", max_concurrency), ("requests", requests), ("duration", duration),
+                       ("warmup", warmup), ("output_tokens", output_tokens)):
+        if value is not None:
+            raw[key] = value
+    if slo:
+        bounds = dict(part.split("=", 1) for part in slo.split(",") if "=" in part)
+        if not bounds or len(bounds) != len([p for p in slo.split(",") if p.strip()]):
+            raise UsageError(f"--slo takes name=duration pairs: ttft=500ms,itl=50ms,e2e=10s, not '{slo}'.")
+        raw["slo"] = {k.strip(): v.strip() for k, v in bounds.items()}
+
+    def err(where: str, message: str) -> ConfigError:
+        option = "--" + where.split(".")[-1].replace("_", "-") if "." in where else "the options"
+        return UsageError(f"{option}: {message}")  # type: ignore[return-value]
+
+    profile = parse_load(raw, "bench", err)
+    config = load_config(config_path)
+    suite = Suite(source="jarvis bench", defaults=Defaults(repetitions=1, warmup=1),
+                  setups=[Setup("bench", (ModelEntry(model_id),), tests=(), load=profile)])
+    session = Session(config, force_download=force_download)
+    session.validate_settings()
+    plan = build_plan(session, suite, suite.setups)
+    out_dir = Path(output) if output else config.output_dir / time.strftime("bench-%Y%m%d-%H%M%S")
+    runner = Runner(session, suite, out_dir, say=(lambda m: click.echo(m, err=True)) if as_json else click.echo)
+    _, report = _campaign(session, runner, plan)
+    records = list(read_results(runner.results_path))
+    levels = [r for r in records if r.get("type") == "load_level"]
+    measured = [r for r in levels if "status" not in r]
+    found = next((r for r in records if r.get("type") == "load_capacity"), {})
+    if as_json:
+        keys = ("concurrency", "rate", "requests_ok", "requests_error", "output_tps", "request_rate", "goodput_rps",
+                "ttft_s", "itl_s", "e2e_s", "client_cpu", "queue_wait_s", "send_lag_s", "flags")
+        echo_json({"model": plan[0].models[0].label, "engine": plan[0].models[0].engine,
+                   "levels": [{k: r.get(k) for k in keys} for r in measured],
+                   "capacity": found.get("users") or found.get("rate") or (
+                       {"concurrency": None, "slo": profile.slo.to_json()} if profile.slo else None),
+                   "saturation": found.get("saturation"), "parallelism": found.get("parallelism"),
+                   "not_run": [{"status": r["status"], "reason": r.get("reason")} for r in levels if "status" in r][:1],
+                   "results": str(runner.results_path), "report": str(report)})
+    else:
+        for r in levels:
+            if "status" in r:
+                click.echo(f"{r['status'].upper() if r['status'] == 'missing' else r['status']}: {r.get('reason')}")
+                break
+        click.echo(f"\nResults: {runner.results_path}\nReport:  {report}")
+    if runner.interrupted:
+        raise SystemExit(130)
+    raise SystemExit(0 if measured and any(r.get("requests_ok") for r in measured) else 1)
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:

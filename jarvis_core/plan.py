@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from .errors import EngineNotInstalledError, ModelIdError
+from .load import LoadProfile
 from .modelid import ModelRef
 from .session import Session
 from .setups import ModelEntry, Setup, Suite, TestCase
@@ -35,6 +36,8 @@ class PlannedModel:
     repetitions: int
     warmups: int
     tests: tuple[TestCase, ...]
+    load: LoadProfile | None = None
+    """The setup's load levels, run after the tests on the same warmed engine."""
 
     @property
     def engine(self) -> str:
@@ -79,6 +82,6 @@ def build_plan(session: Session, suite: Suite, setups: list[Setup], *, repeat: i
             models.append(PlannedModel(setup=setup.name, entry=entry, ref=ref, unresolved=unresolved,
                                        label=ref.canonical if ref is not None else entry.id,
                                        repetitions=repetitions, warmups=warmups,
-                                       tests=tuple(suite.tests_for(setup))))
+                                       tests=tuple(suite.tests_for(setup)), load=setup.load))
         plan.append(PlannedSetup(setup, tuple(models)))
     return plan

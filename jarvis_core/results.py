@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -94,15 +96,56 @@ class Sample:
 
 
 class ResultsWriter:
+    """Appends records to results.jsonl. One by one, each line is on disk (fsync) before `write` returns. Under load
+    (`grouped()`), lines are collected and written with one fsync every GROUP_EVERY_S seconds, so that writing never
+    slows the load generator: a crash then loses at most the last GROUP_EVERY_S seconds of records."""
+
+    GROUP_EVERY_S = 0.1
+
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(path, "a", encoding="utf-8")
+        self._lock = threading.Lock()
+        self._pending: list[str] | None = None
 
     def write(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+        with self._lock:
+            if self._pending is not None:
+                self._pending.append(line)
+                return
+            self._fh.write(line)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+
+    @contextmanager
+    def grouped(self) -> Iterator[None]:
+        """Group the writes of the block (thread-safe), flushed every GROUP_EVERY_S seconds and at its end."""
+        done = threading.Event()
+        with self._lock:
+            self._pending = []
+
+        def flush_now() -> None:
+            with self._lock:
+                lines, self._pending = self._pending or [], [] if not done.is_set() else None
+                if lines:
+                    self._fh.write("".join(lines))
+                    self._fh.flush()
+                    os.fsync(self._fh.fileno())
+
+        def flusher() -> None:
+            while not done.wait(self.GROUP_EVERY_S):
+                flush_now()
+
+        thread = threading.Thread(target=flusher, name="jarvis-results-flush", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+            flush_now()
 
     def close(self) -> None:
         self._fh.close()

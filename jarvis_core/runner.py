@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import __version__, lifecycle
-from .engine import ChatRequest, Detection, InferResult, Message
+from .engine import ChatRequest, Detection, InferResult, Message, StartResult
 from .gpu import gpu_memory, wait_for_release
 from .errors import EngineUnavailableError, JarvisError, ModelMissingError
+from .load import Level
+from .loadrun import run_profile
 from .metrics import figures
 from .modelid import ModelRef
 from .plan import PlannedModel, PlannedSetup, SampleKey
@@ -38,6 +40,8 @@ class Runner:
     say: Callable[[str], None] = print
     done: set[SampleKey] = field(default_factory=set)
     """Samples already in results.jsonl (resume)."""
+    done_levels: set[tuple[Any, ...]] = field(default_factory=set)
+    """Load levels already measured (resume): (setup, model, concurrency, rate)."""
     repeat: int | None = None
     """Recorded in the run record; the plan already applied it."""
     interrupted: bool = False
@@ -76,10 +80,14 @@ class Runner:
 
     def _run_model(self, model: PlannedModel) -> None:
         todo = model.todo(self.done)
+        levels_done = {(c, r) for s, m, c, r in self.done_levels if (s, m) == (model.setup, model.label)}
+        load_todo = model.load is not None and (model.load.sweep or any(
+            (level.concurrency, level.rate) not in levels_done for level in model.load.levels()))
         if model.ref is None:
             self._cells(model, todo, Status.UNAVAILABLE, model.unresolved)
+            self._load_cells(model, load_todo, Status.UNAVAILABLE, model.unresolved)
             return
-        if not todo:
+        if not todo and not load_todo:
             return
         ref = model.ref
         self.say(f"[{model.setup}] {model.label}")
@@ -91,6 +99,7 @@ class Runner:
                 if status is Status.MISSING:
                     self.say(f"  {status.shown}: {verdict.detail}")
                 self._cells(model, todo, status, verdict.detail)
+                self._load_cells(model, load_todo, status, verdict.detail)
                 return
             # Active before it starts: a start that fails half-way is still torn down (stop works from the records).
             self._active.add(ref.engine)
@@ -107,15 +116,13 @@ class Runner:
                          (f" (engine load {warm.load_s:.2f} s)" if warm.load_s is not None else ""))
                 self._write({"type": "warmup", "setup": model.setup, "model": model.label, "engine": ref.engine,
                              "cold_start_s": warm.cold_start_s, "load_s": warm.load_s, "detail": warm.detail})
-        except EngineUnavailableError as exc:
-            self._cells(model, todo, Status.UNAVAILABLE, str(exc))
-            return
-        except ModelMissingError as exc:
-            self._cells(model, todo, Status.MISSING, str(exc))
-            return
         except JarvisError as exc:
-            self.say(f"  error: {exc}")
-            self._cells(model, todo, Status.ERROR, str(exc))
+            status = Status.UNAVAILABLE if isinstance(exc, EngineUnavailableError) else \
+                Status.MISSING if isinstance(exc, ModelMissingError) else Status.ERROR
+            if status is Status.ERROR:
+                self.say(f"  error: {exc}")
+            self._cells(model, todo, status, str(exc))
+            self._load_cells(model, load_todo, status, str(exc))
             return
         availability = verdict.availability
         cold_pending = model.warmups == 0
@@ -144,8 +151,23 @@ class Runner:
                     reason = f"engine stopped responding: {result.error}"
                     self.say(f"  {reason}")
                     self._cells(model, runnable, Status.ERROR, reason)
+                    self._load_cells(model, load_todo, Status.ERROR, reason)
                     self._stop(ref.engine)  # what is left of it (orphaned runners, records) goes too
                     return
+        if load_todo:
+            self._run_load(model, started, levels_done)
+
+    def _run_load(self, model: PlannedModel, started: StartResult, levels_done: set[tuple[Any, Any]]) -> None:
+        assert model.ref is not None and model.load is not None and self._writer is not None
+        ref = model.ref
+        d = self.suite.defaults
+        with self._writer.grouped():
+            run_profile(model.load, send=lambda request: self.session.infer(ref, request),
+                        prompts=[list(t.messages) for t in model.tests], max_tokens=d.max_tokens,
+                        timeout=d.timeout or self.session.config.timeouts.request, address=started.address,
+                        engine=ref.engine, parallelism=started.parallelism, write=self._write,
+                        identity={"setup": model.setup, "model": model.label, "engine": ref.engine},
+                        done=levels_done, say=self.say)
 
     # --- requests and samples ----------------------------------------------------------------------------------
 
@@ -193,6 +215,14 @@ class Runner:
                 continue
             self._write(Sample(setup=model.setup, model=model.label, engine=model.engine, test=test.id,
                                repetition=None, status=status, reason=reason).to_record())
+
+    def _load_cells(self, model: PlannedModel, pending: bool, status: Status, reason: str) -> None:
+        """A model whose load levels cannot run gets one row per level with the reason, as its tests get cells."""
+        if not pending or model.load is None:
+            return
+        for level in model.load.levels() or [Level(concurrency=1)]:
+            self._write({"type": "load_level", "setup": model.setup, "model": model.label, "engine": model.engine,
+                         **level.to_json(), "status": status.value, "reason": reason, "time": now_iso()})
 
     def _write(self, record: dict[str, Any]) -> None:
         assert self._writer is not None
@@ -284,15 +314,31 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def done_levels(results_path: Path) -> set[tuple[Any, ...]]:
+    """Load levels already measured in a results file, for --resume."""
+    return {(r.get("setup"), r.get("model"), r.get("concurrency"), r.get("rate"))
+            for r in read_results(results_path) if r.get("type") == "load_level" and "status" not in r}
+
+
 def done_keys(results_path: Path) -> set[SampleKey]:
     """Samples already measured in a results file, for --resume."""
     return {SampleKey(r.get("setup"), r.get("model"), r.get("test"), r.get("repetition"))
             for r in read_results(results_path) if r.get("type") == "sample"}
 
 
-def exit_code(rows: list[SummaryRow], strict: bool) -> int:
+def exit_code(rows: list[SummaryRow], strict: bool, results_path: Path | None = None) -> int:
+    """1 when a test cell failed or errored, or a load level had no successful request (--strict: also missing or
+    unavailable), else 0."""
     bad = {Status.FAILED, Status.ERROR} | ({Status.MISSING, Status.UNAVAILABLE} if strict else set())
-    return 1 if any(r.status in bad for r in rows) else 0
+    if any(r.status in bad for r in rows):
+        return 1
+    for record in read_results(results_path) if results_path is not None and results_path.is_file() else ():
+        if record.get("type") != "load_level":
+            continue
+        status = record.get("status")
+        if status in bad or (status is None and not record.get("requests_ok") and record.get("requests_error")):
+            return 1
+    return 0
 
 
 def summary_table(rows: list[SummaryRow]) -> str:

@@ -10,10 +10,13 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import load_yaml
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .load import LoadProfile
 
 SETUPS_NAME = "test_setups.yaml"
 CHECK_KINDS = ("contains", "contains_any", "contains_all", "regex", "equals", "json")
@@ -94,7 +97,9 @@ class Setup:
     name: str
     models: tuple[ModelEntry, ...]
     tests: tuple[str, ...] | None = None
-    """Restrict the setup to these test IDs; None runs every test."""
+    """Restrict the setup to these test IDs; None runs every test, () none (a load-only setup)."""
+    load: LoadProfile | None = None
+    """Load levels run on each model after its tests (docs/load.md)."""
 
 
 @dataclass
@@ -134,9 +139,9 @@ def parse_suite(data: Any, source: str, base_dir: Path) -> Suite:
         raise err(sorted(unknown)[0], "unknown section; expected 'defaults', 'tests' and 'setups'")
     suite = Suite(source=source, defaults=_defaults(data.get("defaults") or {}, err))
 
-    tests = data.get("tests")
-    if not isinstance(tests, list) or not tests:
-        raise err("tests", "expected a non-empty list of tests, each with an 'id' and a 'prompt'")
+    tests = data.get("tests", [])
+    if not isinstance(tests, list):
+        raise err("tests", "expected a list of tests, each with an 'id' and a 'prompt'")
     for i, raw in enumerate(tests):
         test = _test(raw, f"tests[{i}]", err, base_dir)
         if test.id in suite.tests:
@@ -147,6 +152,8 @@ def parse_suite(data: Any, source: str, base_dir: Path) -> Suite:
     if isinstance(setups, list):  # a plain list of model IDs: each model its own setup, running every test
         if not setups:
             raise err("setups", "expected at least one model ID")
+        if not suite.tests:
+            raise err("tests", "expected a non-empty list of tests, each with an 'id' and a 'prompt'")
         for i, entry in enumerate(setups):
             model = _model_entry(entry, f"setups[{i}]", err)
             suite.setups.append(Setup(model.id, (model,)))
@@ -270,22 +277,98 @@ def _setup(name: str, raw: Any, where: str, err, suite: Suite) -> Setup:
         raw = {"models": raw}
     if not isinstance(raw, dict):
         raise err(where, "expected a list of model IDs, or a mapping with 'models' (and optionally 'tests')")
-    extra = set(raw) - {"models", "tests"}
+    extra = set(raw) - {"models", "tests", "load"}
     if extra:
-        raise err(f"{where}.{sorted(extra)[0]}", "unknown key; a setup has 'models' and optionally 'tests'")
+        raise err(f"{where}.{sorted(extra)[0]}", "unknown key; a setup has 'models', and optionally 'tests' and 'load'")
     models = raw.get("models")
     if not isinstance(models, list) or not models:
         raise err(f"{where}.models", "expected a non-empty list of model IDs")
     entries = tuple(_model_entry(m, f"{where}.models[{i}]", err) for i, m in enumerate(models))
+    load = parse_load(raw["load"], f"{where}.load", err) if raw.get("load") is not None else None
     tests = raw.get("tests")
     if tests is not None:
-        if not isinstance(tests, list) or not tests:
-            raise err(f"{where}.tests", "expected a list of test ids")
+        if not isinstance(tests, list) or (not tests and load is None):
+            raise err(f"{where}.tests", "expected a list of test ids (an empty list only in a setup with 'load')")
         for i, t in enumerate(tests):
             if str(t) not in suite.tests:
                 raise err(f"{where}.tests[{i}]", f"no test with id '{t}'; known: {', '.join(suite.tests)}")
         tests = tuple(str(t) for t in tests)
-    return Setup(name, entries, tests)
+    if load is None and (tests == () or not suite.tests):
+        raise err(where, "this setup has nothing to run: add tests (under 'tests:') or a 'load:' block")
+    if load is not None and (tests == () or not suite.tests) and load.prompt_tokens is None:
+        raise err(f"{where}.load", "a setup without tests needs 'prompt_tokens' for its load requests")
+    return Setup(name, entries, tests, load)
+
+
+LOAD_KEYS = ("concurrency", "rate", "arrival", "max_concurrency", "sweep", "requests", "duration", "warmup",
+             "prompt_tokens", "output_tokens", "slo", "share", "seed")
+
+
+def parse_load(raw: Any, where: str, err: Any) -> LoadProfile:
+    """A setup's `load:` block (or `jarvis bench`'s options) as a LoadProfile; every value checked for range."""
+    from .load import MAX_IN_FLIGHT, LoadProfile, Slo
+
+    if not isinstance(raw, dict):
+        raise err(where, f"expected a mapping with concurrency, rate or sweep (keys: {', '.join(LOAD_KEYS)})")
+    for key in raw:
+        if key not in LOAD_KEYS:
+            raise err(f"{where}.{key}", f"unknown key; expected one of: {', '.join(LOAD_KEYS)}")
+
+    def count(key: str, low: int, high: int, value: Any = None) -> int | None:
+        value = raw.get(key) if value is None else value
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise err(f"{where}.{key}", f"expected a whole number from {low} to {high}, found {value!r}")
+        return value
+
+    concurrency = tuple(count("concurrency", 1, MAX_IN_FLIGHT, c) or 0 for c in _as_list(raw.get("concurrency")))
+    rates = []
+    for r in _as_list(raw.get("rate")):
+        if not isinstance(r, (int, float)) or isinstance(r, bool) or not 0 < r <= 10_000 or r != r:
+            raise err(f"{where}.rate", f"expected requests per second above 0 (up to 10000), found {r!r}")
+        rates.append(float(r))
+    sweep = raw.get("sweep", False)
+    if not isinstance(sweep, bool):
+        raise err(f"{where}.sweep", "expected true or false")
+    if not concurrency and not rates and not sweep:
+        raise err(where, "give 'concurrency' (requests in flight), 'rate' (requests per second) or 'sweep: true'")
+    arrival = raw.get("arrival", "poisson")
+    if arrival not in ("poisson", "constant"):
+        raise err(f"{where}.arrival", f"expected poisson or constant, found {arrival!r}")
+    slo = None
+    if raw.get("slo") is not None:
+        if not isinstance(raw["slo"], dict) or not raw["slo"] or set(raw["slo"]) - {"ttft", "itl", "e2e"}:
+            raise err(f"{where}.slo", "expected a mapping of ttft, itl and/or e2e to durations (500ms, 10s)")
+        slo = Slo(**{k: parse_duration(v, f"{where}.slo.{k}", err) for k, v in raw["slo"].items()})
+    share = raw.get("share", 0.9)
+    if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 < share <= 1:
+        raise err(f"{where}.share", f"expected a share above 0 and at most 1 (0.9 for 90 %), found {share!r}")
+    duration = parse_duration(raw["duration"], f"{where}.duration", err) if raw.get("duration") is not None else None
+    return LoadProfile(concurrency=concurrency, rate=tuple(rates), arrival=arrival,
+                       max_concurrency=count("max_concurrency", 1, MAX_IN_FLIGHT), sweep=sweep,
+                       requests=count("requests", 1, 1_000_000), duration=duration,
+                       warmup=count("warmup", 0, 10_000) if raw.get("warmup") is not None else 2,
+                       prompt_tokens=count("prompt_tokens", 1, 1_000_000),
+                       output_tokens=count("output_tokens", 1, 1_000_000), slo=slo, share=float(share),
+                       seed=count("seed", 0, 2**63) if raw.get("seed") is not None else 42)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
+
+
+def parse_duration(value: Any, where: str, err: Any) -> float:
+    """Seconds from `500ms`, `2s`, `1.5m` or a plain number of seconds; above 0 and finite."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise err(where, f"expected a duration such as 500ms, 10s or 2m, found {value!r}")
+        seconds = float(match.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[match.group(2)]
+    if not 0 < seconds < 10**7:
+        raise err(where, f"expected a duration above 0, found {value!r}")
+    return seconds
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -1,0 +1,154 @@
+"""Running a model's load profile inside `jarvis run` (and `jarvis bench`), on the engine the runner brought up and
+warmed: each level in turn, every request written to results.jsonl (grouped writes), a line per level, and at the end
+a table, the capacity and, where throughput stops growing, why.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .console import table
+from .engine import Parallelism
+from .http import close_shared
+from .load import (
+    Capacity,
+    Level,
+    LevelSummary,
+    LoadProfile,
+    capacity,
+    run_level,
+    saturation,
+    summarize_level,
+    workload,
+)
+from .results import now_iso
+
+#: Open-loop rates a sweep measures between the synchronous and the saturated request rate.
+SWEEP_STEPS = 5
+#: Requests in flight for the saturation level of a sweep, unless `max_concurrency` says otherwise.
+SWEEP_SATURATION = 32
+
+
+@dataclass
+class LoadOutcome:
+    levels: list[LevelSummary]
+    users: Capacity | None
+    rate: Capacity | None
+    saturation: str | None
+
+    def capacity_json(self) -> dict[str, Any] | None:
+        chosen = self.users or self.rate
+        return chosen.to_json() if chosen is not None else None
+
+
+def run_profile(profile: LoadProfile, *, send: Callable[[Any], Any], prompts: list[list[tuple[str, str]]],
+                max_tokens: int | None, timeout: float, address: str, engine: str,
+                parallelism: Parallelism | None, write: Callable[[dict[str, Any]], None],
+                identity: dict[str, Any], done: set[tuple[Any, Any]], say: Callable[[str], None]) -> LoadOutcome:
+    """Every level of `profile` (a sweep's levels chosen as it goes), skipping those in `done` (--resume). `identity`
+    (setup, model, engine) goes into every record. Ctrl-C cancels the requests in flight (the engine's connections are
+    closed), keeps what was measured and re-raises, so the runner stops the engine."""
+    make = workload(prompts, profile, max_tokens=max_tokens, timeout=timeout)
+    summaries: list[LevelSummary] = []
+    if parallelism is not None:
+        shown = parallelism.value if parallelism.value is not None else "unknown"
+        say(f"  load: {engine} serves {shown} requests at once ({parallelism.setting})"
+            + (f"; {parallelism.detail}" if parallelism.detail else ""))
+
+    def one(level: Level) -> LevelSummary | None:
+        if (level.concurrency, level.rate) in done:
+            return None
+        stop = threading.Event()
+
+        t0 = time.perf_counter_ns()  # offsets in the records are from here
+
+        def on_sample(sample: Any) -> None:
+            write({"type": "load_sample", **identity, "level": level.to_json(), **sample.to_record(t0),
+                   "time": now_iso()})
+
+        try:
+            run = run_level(send, make, level, requests=profile.requests_for(level), duration=profile.duration,
+                            warmup=profile.warmup, arrival=profile.arrival, seed=profile.seed,
+                            max_concurrency=profile.max_concurrency, on_sample=on_sample, stop=stop)
+        except KeyboardInterrupt:
+            stop.set()
+            close_shared(address)  # the requests in flight end now, not after their timeout
+            say(f"  load {level.describe()}: interrupted; the requests in flight were cancelled")
+            raise
+        summary = summarize_level(run, profile.slo)
+        summaries.append(summary)
+        write({"type": "load_level", **identity, **summary.to_json(), "wall_s": run.wall_s,
+               "parallelism": _parallelism_json(parallelism), "profile": profile.to_json(), "time": now_iso()})
+        say("  " + level_line(summary))
+        for flag in summary.flags:
+            say(f"    ! {flag}")
+        return summary
+
+    for level in profile.levels():
+        one(level)
+    if profile.sweep:
+        _sweep(profile, one)
+    outcome = LoadOutcome(summaries, *capacity(summaries, profile.slo, profile.share) if profile.slo else (None, None),
+                          saturation=saturation(summaries, parallelism, engine))
+    if summaries:
+        say(level_table(summaries))
+    for line in (outcome.users, outcome.rate):
+        if line is not None:
+            say(f"  {line.sentence()}")
+    if outcome.saturation:
+        say(f"  {outcome.saturation}")
+    write({"type": "load_capacity", **identity, "users": outcome.users.to_json() if outcome.users else None,
+           "rate": outcome.rate.to_json() if outcome.rate else None, "saturation": outcome.saturation,
+           "parallelism": _parallelism_json(parallelism), "time": now_iso()})
+    return outcome
+
+
+def _sweep(profile: LoadProfile, one: Callable[[Level], LevelSummary | None]) -> None:
+    """The automatic profile: synchronous (1 in flight) and saturated throughput, then open-loop rates between them;
+    it stops once two levels in a row miss the SLO."""
+    sync = one(Level(concurrency=1))
+    saturated = one(Level(concurrency=profile.max_concurrency or SWEEP_SATURATION))
+    low = sync.request_rate if sync is not None else None
+    high = saturated.request_rate if saturated is not None else None
+    if not low or not high or high <= low:
+        return
+    failed = 0
+    for step in range(1, SWEEP_STEPS + 1):
+        rate = round(low + (high - low) * step / (SWEEP_STEPS + 1), 3)
+        summary = one(Level(rate=rate))
+        missed = summary is not None and profile.slo is not None and (summary.slo_share or 0) < profile.share
+        failed = failed + 1 if missed else 0
+        if failed >= 2:
+            return
+
+
+def _parallelism_json(parallelism: Parallelism | None) -> dict[str, Any] | None:
+    if parallelism is None:
+        return None
+    return {"setting": parallelism.setting, "value": parallelism.value, "detail": parallelism.detail}
+
+
+def level_line(s: LevelSummary) -> str:
+    def ms(x: float | None) -> str:
+        return "-" if x is None else f"{x * 1000:.0f} ms"
+
+    return (f"load {s.level.describe()}: {s.requests_ok} ok, {s.requests_error} errors, "
+            f"{(s.output_tps or 0):.1f} tok/s, {(s.request_rate or 0):.2f} req/s, TTFT p50 {ms(s.ttft_s['p50'])} "
+            f"p99 {ms(s.ttft_s['p99'])}, client CPU {s.client_cpu:.0%}")
+
+
+def level_table(summaries: list[LevelSummary]) -> str:
+    def ms(x: float | None) -> str:
+        return "-" if x is None else f"{x * 1000:.0f}"
+
+    rows = [[s.level.describe(), f"{s.requests_ok}/{s.requests_ok + s.requests_error}",
+             f"{s.output_tps:.1f}" if s.output_tps is not None else "-",
+             f"{s.request_rate:.2f}" if s.request_rate is not None else "-",
+             f"{s.goodput_rps:.2f}" if s.goodput_rps is not None else "-",
+             ms(s.ttft_s["p50"]), ms(s.ttft_s["p90"]), ms(s.ttft_s["p99"]), ms(s.itl_s["p50"]), ms(s.e2e_s["p90"]),
+             ms(s.queue_wait_s["p99"]), f"{s.client_cpu:.0%}"] for s in summaries]
+    return table(["level", "ok", "out tok/s", "req/s", "goodput", "TTFT p50", "p90", "p99", "ITL p50", "E2E p90",
+                  "wait p99", "client CPU"], rows, indent="    ")
