@@ -100,8 +100,10 @@ def run_profile(profile: LoadProfile, *, send: Callable[[Any], Any], prompts: li
             say(f"  {line.sentence()}")
     if outcome.saturation:
         say(f"  {outcome.saturation}")
+    lines = [c.sentence() for c in (outcome.users, outcome.rate) if c is not None] + \
+        ([outcome.saturation] if outcome.saturation else [])
     write({"type": "load_capacity", **identity, "users": outcome.users.to_json() if outcome.users else None,
-           "rate": outcome.rate.to_json() if outcome.rate else None, "saturation": outcome.saturation,
+           "rate": outcome.rate.to_json() if outcome.rate else None, "saturation": outcome.saturation, "lines": lines,
            "parallelism": _parallelism_json(parallelism), "time": now_iso()})
     return outcome
 

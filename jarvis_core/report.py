@@ -1,6 +1,6 @@
 """The Excel report (report.xlsx), built from a results.jsonl.
 
-`write_report(results_path, out_path)` writes five sheets:
+`write_report(results_path, out_path)` writes five sheets, six with load levels:
 
 - **Summary**: one row per setup × model × test (`results.summarize`): status, reason, counts, stream, token source,
   cold start and the statistics of every figure over the cell's warm samples. Rows are coloured by status (missing:
@@ -8,6 +8,8 @@
 - **Charts**: a table of per-model means (pooled over the model's cells) and two bar charts fed from it: mean TTFT of
   streamed requests and mean decode rate.
 - **Results**: one row per sample record, in file order.
+- **Load** (when the run has load levels): one row per setup × model × level, capacities, and charts of output
+  tokens/s and TTFT p99 against load (`report_load.py`).
 - **Environment**: the `run` record (versions, host, GPU, flags, argv), the engines, and the `end` record.
 - **Definitions**: every column of Summary, Charts and Results with its unit and definition, the statuses, the token
   source and the statistics.
@@ -570,7 +572,7 @@ def _write_environment(book: _Book, scan: _Scan, results_path: Path) -> None:
         book.row(ws, ENV_COLUMNS, [key, value], None)
 
 
-def _write_definitions(book: _Book) -> None:
+def _write_definitions(book: _Book, load_columns: tuple[Column, ...] | None = None) -> None:
     columns = (
         Column("sheet", "", "", None, 12), Column("column", "", "", None, 20), Column("unit", "", "", None, 10),
         Column("definition", "", "", None, 120),
@@ -578,7 +580,7 @@ def _write_definitions(book: _Book) -> None:
     ws = book.sheet("Definitions", columns)
     book.header(ws, columns)
     for sheet, cols in (("Summary", SUMMARY_COLUMNS), ("Results", RESULTS_COLUMNS), ("Charts", CHART_COLUMNS),
-                        ("Environment", ENV_COLUMNS)):
+                        ("Environment", ENV_COLUMNS), ("Load", load_columns or ())):
         for c in cols:
             book.row(ws, columns, [sheet, c.name, c.unit or None, c.definition], None)
     heading = book.style(header=True)
@@ -601,6 +603,10 @@ def _write_definitions(book: _Book) -> None:
     ])
     section("Clock", [("perf_counter_ns", "One monotonic clock (time.perf_counter_ns) for every stamp; a chunk is "
                                           "stamped the moment its bytes arrive, before JSON parsing.", None)])
+    if load_columns:
+        from .report_load import LOAD_TERMS
+
+        section("Under load", ((name, meaning, None) for name, meaning in LOAD_TERMS))
     section("Row colours", [
         ("missing", "Yellow fill, bold red text.", "missing"), ("error", "Red fill, dark red text.", "error"),
         ("failed", "Orange fill, brown text.", "failed"), ("unavailable", "Grey text.", "unavailable"),
@@ -616,6 +622,8 @@ def write_report(results_path: Path, out_path: Path) -> Path:
 
     Copes with an empty or torn results file, records whose figures are None, and cells without samples.
     """
+    from .report_load import write_load_sheet
+
     results_path, out_path = Path(results_path), Path(out_path)
     if not results_path.is_file():
         raise UsageError(f"no results file at {results_path}: give the results.jsonl a run wrote")
@@ -624,8 +632,9 @@ def write_report(results_path: Path, out_path: Path) -> Path:
     widths = _write_summary(book, scan, results_path)
     _write_charts(book, scan)
     _write_results(book, results_path, widths)
+    load_columns = write_load_sheet(book, results_path)
     _write_environment(book, scan, results_path)
-    _write_definitions(book)
+    _write_definitions(book, load_columns)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".part")
     book.save(tmp)
