@@ -259,7 +259,6 @@ def run_level(send: Callable[[ChatRequest], InferResult], make_request: Callable
         raise ValueError("a level needs a number of requests or a duration")
     samples: list[LoadSample] = []
     lock = threading.Lock()
-    exact = None
 
     def record(index: int, t_scheduled: int, t_start: int, request: ChatRequest, result: InferResult) -> None:
         if stop.is_set():
