@@ -50,8 +50,8 @@ class LoadStandin:
                     self.send_json(writer, {"status": "ok"} if path == "/health" else {"error": "not found"},
                                    200 if path == "/health" else 404)
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the client went, or the server is shutting down
         finally:
             writer.close()
 
@@ -114,6 +114,8 @@ async def main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes our stdin
     server.close()
+    for task in asyncio.all_tasks() - {asyncio.current_task()}:
+        task.cancel()
 
 
 if __name__ == "__main__":
