@@ -307,7 +307,8 @@ def bench(model_id: str, concurrency: str | None, rate: str | None, sweep: bool,
     session.validate_settings()
     plan = build_plan(session, suite, suite.setups)
     out_dir = Path(output) if output else config.output_dir / time.strftime("bench-%Y%m%d-%H%M%S")
-    runner = Runner(session, suite, out_dir, say=(lambda m: click.echo(m, err=True)) if as_json else click.echo)
+    runner = Runner(session, suite, out_dir, say=(lambda m: click.echo(m, err=True)) if as_json else click.echo,
+                    missing_fix=f"jarvis bench {model_id} --force-download")
     _, report = _campaign(session, runner, plan)
     records = list(read_results(runner.results_path))
     levels = [r for r in records if r.get("type") == "load_level"]

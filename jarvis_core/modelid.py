@@ -16,6 +16,11 @@ from .errors import EngineNotInstalledError, ModelIdError, UnknownFlagError
 from .registry import WELL_KNOWN_PREFIXES, EngineRegistry
 
 _NAME_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f]")
+#: Characters no model ID may hold anywhere: C0 and C1 controls and DEL (they move the cursor, ring, forge lines),
+#: line and paragraph separators, bidi controls (they reorder what the terminal shows) and unpaired surrogates
+#: (they cannot be written as UTF-8).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+MAX_ID_LENGTH = 1024
 _TRUE = {"", "1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -135,10 +140,48 @@ def known_flags() -> str:
     )
 
 
+def escape_unsafe(text: str, limit: int = 120) -> str:
+    """`text` with every character `_UNSAFE` matches written as an escape (`\\x1b`, `\\u202e`, `\\ud800`), cut
+    to `limit` characters: safe to show on a terminal as one line."""
+    shown = _UNSAFE.sub(lambda m: _escape_char(m.group(0)), text[:limit])
+    return shown + "…" if len(text) > limit else shown
+
+
+def _escape_char(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _describe_unsafe(char: str) -> str:
+    code = ord(char)
+    if 0xD800 <= code <= 0xDFFF:
+        kind = "an unpaired surrogate"
+    elif code < 0x20 or 0x7F <= code <= 0x9F:
+        kind = "a control character"
+    elif code in (0x2028, 0x2029):
+        kind = "a line separator"
+    else:
+        kind = "a bidirectional-text control"
+    return f"{kind} ({_escape_char(char)}, U+{code:04X})"
+
+
+def check_text(model_id: str) -> None:
+    """Refuse IDs no engine could mean and no terminal should show: too long, or holding a control, bidi or
+    unpaired-surrogate character anywhere (flags included). The message shows such characters escaped."""
+    if len(model_id) > MAX_ID_LENGTH:
+        raise ModelIdError(f"Model ID '{escape_unsafe(model_id, 60)}' is {len(model_id)} characters long; "
+                           f"model IDs have at most {MAX_ID_LENGTH}.")
+    bad = _UNSAFE.search(model_id)
+    if bad is not None:
+        raise ModelIdError(f"Model ID '{escape_unsafe(model_id)}' contains {_describe_unsafe(bad.group(0))} at "
+                           f"position {bad.start() + 1}; model IDs are printable text: retype the ID.")
+
+
 def resolve(model_id: str, registry: EngineRegistry, default_engine: str | None) -> ModelRef:
     """Resolve a model ID against the installed engines. Raises only `ModelIdError` (and its subclasses)."""
     if not isinstance(model_id, str) or not model_id.strip():
         raise ModelIdError("Empty model ID: expected '[prefix]name[#flag...]', for example 'ol_qwen2.5:0.5b#stream'.")
+    check_text(model_id)
     text = model_id.strip()
     base, *flag_parts = text.split("#")
     flags = parse_flags(flag_parts, text)

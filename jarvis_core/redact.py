@@ -44,16 +44,16 @@ _OPTION = re.compile(r"(--?[A-Za-z][\w.-]*)(?:=(.*))?", re.DOTALL)
 _ASSIGNMENT = re.compile(r"([A-Za-z_][\w.-]*)=(.*)", re.DOTALL)
 
 #: `--api-key X`, `--token=X` in plain text (a quoted value is one value).
-_FLAG_TEXT = re.compile(r"(?<![\w-])(--?[A-Za-z][\w.-]*)(=|[ \t]+)(?!--)(" + _WORD + ")", re.DOTALL)
+_FLAG_TEXT = re.compile(r"(?<![\w-])(--?[A-Za-z][\w.-]{0,63})(=|[ \t]+)(?!--)(" + _WORD + ")", re.DOTALL)
 #: `'--api-key', 'X'` and `"--api-key", "X"`: a Python or JSON list of arguments.
-_FLAG_LIST = re.compile(r"""(?<![\w-])(--?[A-Za-z][\w.-]*)(['"]\s*,\s*(['"]))((?:(?!\3).)*)""", re.DOTALL)
+_FLAG_LIST = re.compile(r"""(?<![\w-])(--?[A-Za-z][\w.-]{0,63})(['"]\s*,\s*(['"]))((?:(?!\3).)*)""", re.DOTALL)
 #: `HF_TOKEN=X`, `api_key='X'`, `?api_key=X&...`.
-_ASSIGN_TEXT = re.compile(r"(?<![\w.-])([A-Za-z_][\w.-]*)=((?:'[^']*'|\"(?:[^\"\\]|\\.)*\"|\\.|[^\s'\"\\&])+)",
+_ASSIGN_TEXT = re.compile(r"(?<![\w.-])([A-Za-z_][\w.-]{0,63})=((?:'[^']*'|\"(?:[^\"\\]|\\.)*\"|\\.|[^\s'\"\\&])+)",
                           re.DOTALL)
 #: `"api_key": "X"` and `'api_key': 'X'` (JSON, a Python dict).
 _KEY_VALUE = re.compile(r"""(["'])([\w.-]+)\1(\s*:\s*)(["'])((?:\\.|(?!\4)[^\\])*)\4""", re.DOTALL)
 #: User information in a URL, up to the last `@` before the host.
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^\s/?#'\"<>]+)@")
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]{0,31}://)([^\s/?#'\"<>]+)@")
 #: `Authorization: Bearer X`, `authorization="Basic X"`, and a bare `Bearer X` credential.
 _AUTHORIZATION = re.compile(
     r"""(?i)(authorization["']?\s*[:=]\s*["']?)((?:(?:bearer|basic|token|digest|negotiate)\s+)?)([^\s"',;]+)""")

@@ -44,6 +44,8 @@ class Runner:
     """Load levels already measured (resume): (setup, model, concurrency, rate)."""
     repeat: int | None = None
     """Recorded in the run record; the plan already applied it."""
+    missing_fix: str = "jarvis run --force-download"
+    """The command shown next to a MISSING model."""
     interrupted: bool = False
 
     def __post_init__(self) -> None:
@@ -93,7 +95,7 @@ class Runner:
         self.say(f"[{model.setup}] {model.label}")
         detection = self._detect(ref.engine)
         try:
-            verdict = lifecycle.check(self.session, ref, detection, fix="jarvis run --force-download")
+            verdict = lifecycle.check(self.session, ref, detection, fix=self.missing_fix)
             if verdict.status in ("missing", "unavailable"):
                 status = Status(verdict.status)
                 if status is Status.MISSING:

@@ -13,16 +13,32 @@ are Jarvis's own bookkeeping, not any engine's.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import tempfile
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from .errors import JarvisError
 from .processes import same_create_time
+
+log = logging.getLogger("jarvis")
+
+#: Seconds a writer waits for another Jarvis to finish its write of the state file.
+LOCK_TIMEOUT = 10.0
+#: Limits a record must keep to be trusted: a PID is a positive 32-bit number, `data` nests at most this deep.
+MAX_PID = 2**32 - 1
+MAX_DATA_DEPTH = 32
+_MAX_INT_DIGITS = 40  # longer integers in the file are garbage: read as infinity, so their record is dropped
+
+
+class StateLockedError(JarvisError, OSError):
+    """Another Jarvis holds the state file's lock for longer than a write takes."""
 
 
 #: Run IDs of loadouts start with this: they outlive the `jarvis loadout up` that recorded them, so they are never
@@ -56,29 +72,73 @@ class Record:
         return {**out, "data": dict(self.data)}
 
     @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> Record | None:
-        """A record from the file, or None when it is malformed (it is then dropped, never trusted)."""
-        if not isinstance(raw.get("id"), str) or not isinstance(raw.get("engine"), str) or \
-                not isinstance(raw.get("kind"), str):
+    def from_json(cls, raw: Any) -> Record | None:
+        """A record from the file, or None when it is malformed (it is then dropped, never trusted): any field of the
+        wrong type, a PID that cannot be one, a time that is not a finite number, `data` nested absurdly deep."""
+        try:
+            return cls._from_json(raw)
+        except (TypeError, ValueError, OverflowError, RecursionError):
+            return None
+
+    @classmethod
+    def _from_json(cls, raw: Any) -> Record | None:
+        if not isinstance(raw, Mapping) or not all(isinstance(raw.get(k), str) and raw[k]
+                                                   for k in ("id", "engine", "kind")):
             return None
         known = {f.name for f in fields(cls)} - {"data"}
         values: dict[str, Any] = {k: raw[k] for k in known if k in raw}
-        data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
-        data = {**{k: v for k, v in raw.items() if k not in known and k != "data"}, **data}  # files of version 1
-        try:
-            record = cls(**values, data=data)
-        except TypeError:
-            return None
-        checks = ((record.pid, int), (record.owner_pid, int), (record.create_time, (int, float)),
-                  (record.owner_create_time, (int, float)), (record.run_id, str), (record.address, str),
-                  (record.log, str))
-        if any(value is not None and (not isinstance(value, kind) or isinstance(value, bool)) for value, kind in checks):
-            return None
-        if record.command is not None:
-            if not isinstance(record.command, (list, tuple)):
+        if values.get("run_id") is None:
+            values["run_id"] = ""
+        if values.get("started_at") is None:
+            values["started_at"] = 0.0
+        for name in ("run_id", "address", "log"):
+            if values.get(name) is not None and not isinstance(values[name], str):
                 return None
-            record = replace(record, command=tuple(str(part) for part in record.command))
-        return record
+        for name in ("pid", "owner_pid"):
+            value = values.get(name)
+            if value is not None and (not _is_int(value) or not 1 <= value <= MAX_PID):
+                return None
+        for name in ("started_at", "create_time", "owner_create_time"):
+            value = values.get(name)
+            if value is not None and (not _is_number(value) or not math.isfinite(value)):
+                return None
+        command = values.get("command")
+        if command is not None:
+            if not isinstance(command, (list, tuple)) or \
+                    not all(isinstance(part, str) or _is_number(part) for part in command):
+                return None
+            values["command"] = tuple(str(part) for part in command)
+        data = raw.get("data") if isinstance(raw.get("data"), Mapping) else {}
+        data = {**{k: v for k, v in raw.items() if k not in known and k != "data"}, **data}  # files of version 1
+        if _depth(data, MAX_DATA_DEPTH) > MAX_DATA_DEPTH:
+            return None
+        return cls(**values, data=data)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _depth(value: Any, limit: int) -> int:
+    """How deep lists and mappings nest in `value`, counting no further than just past `limit`."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            level += 1
+            deepest = max(deepest, level)
+            if level > limit:
+                return level
+            stack.extend((child, level) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _parse_int(text: str) -> int | float:
+    return int(text) if len(text.lstrip("-")) <= _MAX_INT_DIGITS else math.inf
 
 
 def _create_time(pid: Any) -> float | None:
@@ -175,23 +235,71 @@ class StateStore:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         return self.logs_dir / name
 
-    def _read(self) -> _Content:
+    def _read(self, *, locked: bool = False) -> _Content:
+        """The file's content; whatever in it is malformed is dropped (never trusted, never fatal), with one notice
+        on the "jarvis" logger naming the state file. A file that is unusable as a whole is set aside, but only by
+        a writer holding the lock (`locked`), so a reader never moves a file another Jarvis has just written."""
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            text = self.path.read_bytes()
         except FileNotFoundError:
             return _Content()
-        except (OSError, ValueError):
-            # A corrupt state file must not stop Jarvis; keep it aside for inspection and start afresh.
-            self.path.replace(self.path.with_suffix(f".corrupt-{int(time.time())}"))
-            return _Content()
+        except OSError as exc:
+            return self._corrupt(f"cannot be read ({exc.strerror or exc})", b"", locked)
+        try:
+            data = json.loads(text, parse_int=_parse_int)
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, nested too deep to parse
+            return self._corrupt("is not valid JSON", text, locked)
         if not isinstance(data, dict):
+            return self._corrupt("does not hold a JSON object", text, locked)
+        dropped = 0
+        raw = data.get("records", [])
+        if not isinstance(raw, list):
+            raw, dropped = [], 1
+        records = []
+        for entry in raw:
+            record = Record.from_json(entry)
+            if record is None:
+                dropped += 1
+            else:
+                records.append(record)
+        baselines: dict[str, int] = {}
+        raw_baselines = data.get("baselines", {})
+        if isinstance(raw_baselines, dict):
+            for run_id, used in raw_baselines.items():
+                if _is_int(used) and 0 <= used < 2**40:
+                    baselines[run_id] = used
+                else:
+                    dropped += 1
+        else:
+            dropped += 1
+        if dropped:
+            self._notice(f"state file {self.path}: dropped {dropped} malformed "
+                         f"{'entry' if dropped == 1 else 'entries'} (ignored, and left out when the file is next "
+                         f"written)", text)
+        return _Content(records, baselines)
+
+    def _corrupt(self, problem: str, content: bytes, locked: bool) -> _Content:
+        """A state file that cannot be used at all: ignored; a writer keeps it aside for inspection and starts
+        afresh."""
+        if not locked:
+            self._notice(f"state file {self.path} {problem}; it is ignored, and set aside when Jarvis next "
+                         f"records something", content)
             return _Content()
-        raw = data.get("records")
-        records = [Record.from_json(r) for r in raw if isinstance(r, dict)] if isinstance(raw, list) else []
-        baselines = data.get("baselines")
-        return _Content([r for r in records if r is not None],
-                        {k: v for k, v in baselines.items() if isinstance(v, int) and not isinstance(v, bool)}
-                        if isinstance(baselines, dict) else {})
+        aside = self.path.with_name(f"{self.path.stem}.corrupt-{int(time.time())}{self.path.suffix}")
+        try:
+            self.path.replace(aside)
+            kept = f"kept as {aside.name}"
+        except OSError:
+            kept = "left in place"
+        log.warning("state file %s %s; it is %s, and Jarvis starts a new one", self.path, problem, kept)
+        return _Content()
+
+    def _notice(self, message: str, content: bytes) -> None:
+        """Warn once for a given file content, so a run reading the same file many times says it once."""
+        key = (str(self.path), hash(content))
+        if key not in _noticed:
+            _noticed.add(key)
+            log.warning("%s", message)
 
     @contextmanager
     def _update(self) -> Iterator[_Content]:
@@ -199,7 +307,7 @@ class StateStore:
         other's records."""
         self.dir.mkdir(parents=True, exist_ok=True)
         with _locked(self.dir / "state.lock"):
-            content = self._read()
+            content = self._read(locked=True)
             yield content
             fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".state-", suffix=".json")
             try:
@@ -212,6 +320,9 @@ class StateStore:
                 raise
 
 
+_noticed: set[tuple[str, int]] = set()
+
+
 @dataclass
 class _Content:
     records: list[Record] = field(default_factory=list)
@@ -219,30 +330,21 @@ class _Content:
 
 
 @contextmanager
-def _locked(lock: Path, timeout: float = 10.0, stale_after: float = 60.0) -> Iterator[None]:
-    """A lock file created exclusively (works the same on Windows and POSIX). A lock left by a crashed process is
-    taken over once older than `stale_after` seconds; nobody holds it for more than a file write."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            try:
-                if time.time() - lock.stat().st_mtime > stale_after:
-                    lock.unlink(missing_ok=True)
-                    continue
-            except FileNotFoundError:
-                continue
-            if time.monotonic() >= deadline:
-                raise OSError(f"the state file is locked by another Jarvis ({lock}); if none runs, delete that file")
-            time.sleep(0.01)
+def _locked(lock: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """An OS lock on `lock` (filelock: flock on POSIX, msvcrt on Windows), released by the OS when its holder dies,
+    so a crashed Jarvis never leaves it taken. Nobody holds it for more than a file write."""
+    from filelock import FileLock, Timeout
+
+    file_lock = FileLock(str(lock), timeout=timeout)
     try:
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
+        file_lock.acquire()
+    except Timeout:
+        raise StateLockedError(f"the state file {lock.parent / 'state.json'} stayed locked by another Jarvis for "
+                               f"{timeout:g} s; let it finish (or end it) and try again") from None
+    try:
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        file_lock.release()
 
 
 def _replace(src: str, dst: Path) -> None:

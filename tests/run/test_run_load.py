@@ -91,7 +91,7 @@ def test_bench_prints_one_json_object(campaign: Campaign) -> None:
 def test_bench_of_a_missing_model_says_so_and_exits_1(campaign: Campaign) -> None:
     result = campaign.run("bench", "vllm:Org/Absent", "--concurrency", "1", "--requests", "2")
     assert result.exit_code == 1
-    assert "MISSING: " in result.output and "jarvis run --force-download" in result.output
+    assert "MISSING: " in result.output and "jarvis bench vllm:Org/Absent --force-download" in result.output
 
 
 def test_bad_bench_options_are_one_line(campaign: Campaign) -> None:
