@@ -8,7 +8,8 @@ SSE chunks (a role-only chunk first, usage last) or one JSON body. `max_tokens` 
 `ignore_eos`/`min_tokens` make it exactly `max_tokens` long. With `--slots N` at most N requests generate at once and
 the others wait their turn (like vLLM's `--max-num-seqs`, llama.cpp's slots). Timestamps are `time.perf_counter_ns()`,
 CLOCK_MONOTONIC on Linux, so a client in another process can compare them with its own. `GET /stats` returns, per
-request in arrival order, when it was received, started generating and sent its first and last token.
+request in arrival order, its tag (the last message's text before its first colon), when it was received, started
+generating and sent its first and last token.
 
 Prints `{"port": P}` once listening; exits when stdin closes. Standard library only.
 """
@@ -28,7 +29,7 @@ class LoadStandin:
     def __init__(self, *, ttft: float, tokens: int, gap: float, slots: int | None, model: str) -> None:
         self.ttft, self.tokens, self.gap, self.model = ttft, tokens, gap, model
         self.slots = asyncio.Semaphore(slots) if slots else None
-        self.stats: list[dict[str, int | None]] = []
+        self.stats: list[dict[str, int | str | None]] = []
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -65,7 +66,10 @@ class LoadStandin:
         limit = body.get("max_tokens")
         exact = bool(body.get("ignore_eos")) or bool(body.get("min_tokens"))
         count = int(limit) if exact and limit else min(self.tokens, int(limit)) if limit else self.tokens
-        stat: dict[str, int | None] = {"received": received, "started": None, "first": None, "last": None}
+        messages = body.get("messages") or [{}]
+        tag = str(messages[-1].get("content", "")).split(":")[0][:40]  # "Request 17": which request this was
+        stat: dict[str, int | str | None] = {"tag": tag, "received": received, "started": None, "first": None,
+                                             "last": None}
         self.stats.append(stat)
         if self.slots is not None:
             await self.slots.acquire()
