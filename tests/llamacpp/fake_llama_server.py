@@ -3,8 +3,10 @@
 It takes the same flags the plugin passes (unknown ones are ignored), refuses a model file that does not start with
 the GGUF magic the way llama-cpp-python does (a traceback ending in ValueError, exit 1), binds its port only once
 "loaded", and answers like llama.cpp: `/v1/models` lists the alias, no `/health`, a role chunk first, one chunk per
-word, no usage in streams. Test-only flags: `--fake_ready_after S` (load time), `--fake_child True` (start a child
-process, to check that the whole tree is ended).
+word, no usage in streams, one request generated at a time (the others wait, as with llama_cpp.server's lock),
+`max_tokens` and `min_tokens` honoured (words repeat until min_tokens; "length" at max_tokens). Each request's body is
+printed to its log as `request: {...}`. Test-only flags: `--fake_ready_after S` (load time), `--fake_child True`
+(start a child process, to check that the whole tree is ended), `--fake_word_delay S` (seconds per word).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -28,6 +31,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--fake_ready_after", type=float, default=0.0)
     parser.add_argument("--fake_child", default="False")
+    parser.add_argument("--fake_word_delay", type=float, default=0.002)
     args, _unknown = parser.parse_known_args()
     print(f"fake llama_cpp.server: loading {args.model}", flush=True)
     try:
@@ -45,6 +49,7 @@ def main() -> int:
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     time.sleep(args.fake_ready_after)
     alias = args.model_alias or args.model
+    one_at_a_time = threading.Lock()  # llama_cpp.server generates under one lock around its model
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -71,14 +76,28 @@ def main() -> int:
             if self.path != "/v1/chat/completions":
                 self._json(404, {"detail": "Not Found"})
                 return
+            print(f"request: {json.dumps(body)}", flush=True)
+            with one_at_a_time:
+                self._answer(body)
+
+        def _answer(self, body: dict) -> None:
             prompt = body["messages"][-1]["content"]
             answer = ANSWER if "France" in prompt else "Red."
             words = [w + " " for w in answer.split(" ")]
             words[-1] = words[-1].rstrip()
+            finish = "stop"
+            min_tokens, max_tokens = body.get("min_tokens") or 0, body.get("max_tokens")
+            natural = len(words)
+            while len(words) < min_tokens:  # the end of sequence is held back: it goes on talking
+                words.append(" " + words[len(words) % natural].strip())
+            if max_tokens is not None and len(words) >= max_tokens and (len(words) > max_tokens or min_tokens):
+                words, finish = words[:max_tokens], "length"
+            answer = "".join(words)
             if not body.get("stream"):
+                time.sleep(args.fake_word_delay * len(words))
                 self._json(200, {"object": "chat.completion", "model": body.get("model"),
                                  "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
-                                              "finish_reason": "stop"}],
+                                              "finish_reason": finish}],
                                  "usage": {"prompt_tokens": 9, "completion_tokens": len(words),
                                            "total_tokens": 9 + len(words)}})
                 return
@@ -94,9 +113,9 @@ def main() -> int:
 
             send({"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
             for word in words:
-                time.sleep(0.002)
+                time.sleep(args.fake_word_delay)
                 send({"choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]})
-            send({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            send({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
             send(b"[DONE]")
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()

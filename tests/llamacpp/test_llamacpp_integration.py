@@ -116,3 +116,42 @@ def test_real_server_rejects_a_file_that_is_not_gguf_fast_with_its_log(real, tmp
     assert "Failed to load model from file" in message
     assert "Last lines of" in message
     assert real.state.records("llamacpp") == []
+
+
+def test_real_exact_tokens_and_one_request_at_a_time(real, real_gguf):
+    """`min_tokens` (what exact_tokens sends) makes the real server generate exactly max_tokens tokens, where the same
+    request without it stops early; and two requests in flight are generated one after the other."""
+    import threading
+
+    from jarvis_core.api import Parallelism
+
+    ref = real.resolve(f"lc_{real_gguf}")
+    started = real.start(ref)
+    assert started.parallelism == Parallelism("llama-cpp-python's server (one request at a time)", 1,
+                                              "its server has a single slot; requests queue (no setting changes it)")
+    real.warmup(ref)
+    wanted = 64
+    plain = real.infer(ref, ChatRequest(FRANCE, temperature=0.0, max_tokens=wanted, timeout=120))
+    assert plain.ok and plain.token_source == "server" and plain.output_tokens < wanted  # it stops by itself
+    exact = real.infer(ref, ChatRequest(FRANCE, temperature=0.0, max_tokens=wanted, exact_tokens=True, timeout=120))
+    assert exact.ok, exact.error
+    assert exact.token_source == "server" and exact.output_tokens == wanted and exact.finish_reason == "length"
+
+    go = threading.Barrier(2)
+    results: list = []
+
+    def ask() -> None:
+        go.wait()
+        results.append(real.infer(ref, ChatRequest(FRANCE, stream=True, temperature=0.0, max_tokens=24,
+                                                   exact_tokens=True, timeout=120)))
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)
+    assert len(results) == 2 and all(r.ok for r in results), results
+    first, second = sorted(results, key=lambda r: r.t_first_token)
+    assert second.t_first_token > first.t_last_token  # one after the other: the server's single slot
+    print(f"llama.cpp exact_tokens: {exact.output_tokens} tokens ({exact.finish_reason}), without: "
+          f"{plain.output_tokens} ({plain.finish_reason}); streamed chunks {[len(r.chunk_times) for r in results]}")

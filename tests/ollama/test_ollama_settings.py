@@ -84,6 +84,8 @@ def test_settings_from_config_yaml(ollama, make_session, monkeypatch):
     ({"keep_alive": "five minutes"}, ["keep_alive", "5m"]),
     ({"url": "127.0.0.1:0"}, ["url", "port"]),
     ({"num_ctx": 0}, ["num_ctx"]),
+    ({"num_parallel": 0}, ["num_parallel", "positive"]),
+    ({"num_parallel": "two"}, ["num_parallel", "integer"]),
     ({"nmu_ctx": 2048}, ["nmu_ctx", "num_ctx"]),
     ({"stop_foreign_server": "yes"}, ["stop_foreign_server", "true or false"]),
 ])

@@ -315,6 +315,10 @@ class RequestRecord:
     chunk_times: List[int] = dataclasses.field(default_factory=list)
     chunks: List[Any] = dataclasses.field(default_factory=list)
     t_end: Optional[int] = None
+    t_slot: Optional[int] = None
+    """When a chat/generate request got one of its model's ``num_parallel`` slots (it queued before)."""
+    t_slot_released: Optional[int] = None
+    """When it gave the slot back: [t_slot, t_slot_released] is the time it was being served."""
     outcome: str = "pending"   # ok, error, died, hung, client_gone, crashed
     fault: Optional[str] = None
 
@@ -1306,6 +1310,7 @@ class OllamaStandin:
         if already:
             load_fault = None
         entry, load_ns = self._acquire(spec, num_ctx, keep_alive, load_fault)
+        ex.rec.t_slot = time.perf_counter_ns()
         prompt_tokens: Optional[List[str]] = None
         try:
             if load_only:
@@ -1316,6 +1321,7 @@ class OllamaStandin:
             self._generate(ex, kind, body, spec, entry, name, stream, options, think, user_text, user_images,
                            prompt_tokens, load_ns)
         finally:
+            ex.rec.t_slot_released = time.perf_counter_ns()
             self._release(entry, keep_alive, prompt_tokens)
 
     @staticmethod

@@ -1006,7 +1006,10 @@ class OpenAIStandin:
             natural = self._cycle(natural, want)
         finish = "stop"
         tokens = natural
-        if len(tokens) > max_tokens or (body.get("ignore_eos") and len(tokens) == max_tokens):
+        # ignore_eos, or min_tokens up to max_tokens, keep the end of sequence from ever coming: the answer runs
+        # into max_tokens ("length"), as vLLM's does
+        pinned = bool(body.get("ignore_eos")) or (isinstance(min_tokens, int) and min_tokens >= max_tokens)
+        if len(tokens) > max_tokens or (pinned and len(tokens) == max_tokens):
             tokens = tokens[:max_tokens]
             finish = "length"
         stop = body.get("stop")
@@ -1130,7 +1133,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     p.add_argument("--api-key", default=os.environ.get("VLLM_API_KEY"))
     p.add_argument("--enable-force-include-usage", action="store_true")
-    p.add_argument("--max-num-seqs", type=int, default=None)
+    p.add_argument("--max-num-seqs", "--max_num_seqs", type=int, default=None,
+                   help="requests generated at once; the rest wait (vLLM's scheduler)")
     for flag in _VLLM_BOOL_FLAGS:
         p.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
     for flag in _VLLM_VALUE_FLAGS:
@@ -1242,7 +1246,9 @@ def main(argv: list[str] | None = None) -> int:
     vlog(f"vLLM API server version {args.version_string}")
     vlog(f"non-default args: {{'model_tag': {model!r}, 'host': {args.host!r}, 'port': {args.port}, "
          f"'served_model_name': {served!r}, 'max_model_len': {args.max_model_len}, "
-         f"'enforce_eager': {args.enforce_eager}}} (stand-in; ignored: {ignored!r})", "utils.py:1")
+         f"'enforce_eager': {args.enforce_eager}"
+         + (f", 'max_num_seqs': {args.max_num_seqs}" if args.max_num_seqs is not None else "")
+         + f"}} (stand-in; ignored: {ignored!r})", "utils.py:1")
 
     def fail(message: str) -> int:
         if term.wait(max(args.ready_after, 0.0)):

@@ -219,6 +219,33 @@ def test_concurrent_cold_requests_share_one_load(standin):
     assert len(windows) == 3 and all(a[1] <= b[0] for a, b in zip(windows, windows[1:]))
 
 
+@pytest.mark.parametrize("num_parallel", [1, 3])
+def test_num_parallel_slots_serve_that_many_at_once_and_queue_the_rest(num_parallel):
+    """Three requests in flight at once: the stand-in serves `num_parallel` of them at a time (t_slot is when one got
+    its slot, t_slot_released when it gave it back), the rest wait in its queue."""
+    with OllamaStandin(models=["qwen2.5:0.5b"], load_seconds=0, token_delay=0.01, num_parallel=num_parallel) as s, \
+            ollama.Client(host=s.url, timeout=10) as c:
+        c.generate(model="qwen2.5:0.5b")  # loaded first: the requests below compete for slots only
+        s.clear_emissions()
+        barrier = threading.Barrier(3)
+
+        def ask():
+            barrier.wait()
+            c.chat(model="qwen2.5:0.5b", messages=FRANCE)
+
+        threads = [threading.Thread(target=ask) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        served = sorted((r.t_slot, r.t_slot_released) for r in s.emissions if r.path == "/api/chat")
+        assert len(served) == 3 and all(start < end for start, end in served)
+        overlapping = max(sum(1 for start, end in served if start <= t < end) for t, _ in served)
+        assert overlapping == num_parallel
+        if num_parallel == 1:
+            assert all(a[1] <= b[0] for a, b in zip(served, served[1:]))
+
+
 def test_eviction_and_context_reload():
     with OllamaStandin(models=["a:1b", "b:1b"], max_loaded_models=1, load_seconds=0.05, token_delay=0) as s, \
             ollama.Client(host=s.url) as c:

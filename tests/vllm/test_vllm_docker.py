@@ -123,6 +123,28 @@ def test_full_cycle_run_ready_infer_stop_remove(docker_session, docker_client, n
     print(f"docker runtime: ready in {startup:.2f} s (0.5 s of it simulated loading), stopped in {stop_s:.2f} s")
 
 
+def test_max_num_seqs_reaches_the_container_and_is_reported(docker_session, docker_client, names):
+    from jarvis_core.api import Parallelism
+
+    session = docker_session(max_num_seqs=3)
+    ref = session.resolve(f"vllm:{MODEL}")
+    started = session.start(ref)
+    assert started.parallelism == Parallelism("--max-num-seqs (engines.vllm.max_num_seqs)", 3,
+                                              "passed to the vLLM server Jarvis started")
+    container = docker_client.containers.get(names)
+    command = container.attrs["Config"]["Cmd"]
+    assert command[command.index("--max-num-seqs") + 1] == "3"
+    assert "'max_num_seqs': 3" in container.logs().decode()  # what the server in the container took
+    [record] = session.state.records("vllm", "container")
+    assert "--max-num-seqs" in record.command and record.data["max_num_seqs"] == 3
+    again = session.start(ref)
+    assert not again.started and again.parallelism == started.parallelism
+    exact = session.infer(ref, ChatRequest(FRANCE, max_tokens=24, exact_tokens=True))
+    assert exact.ok and exact.output_tokens == 24 and exact.finish_reason == "length"
+    session.stop("vllm")
+    assert _ours(docker_client) == []
+
+
 def test_token_is_passed_to_the_container_but_never_shown(docker_session, docker_client, names, monkeypatch):
     token = "hf_SeCrEt0123456789"
     monkeypatch.setenv("HF_TOKEN", token)

@@ -157,3 +157,28 @@ def test_real_vllm_missing_model_in_the_offline_cache(real_session, monkeypatch)
     first = str(info.value).splitlines()[0]
     assert "exited with code 1" in first and "--force-download" in first
     assert os.environ.get("HF_HUB_OFFLINE") is None  # Jarvis's own environment is untouched
+
+
+def test_real_vllm_takes_max_num_seqs_and_exact_tokens_pins_the_output_length(real_session):
+    """`--max-num-seqs` from engines.vllm.max_num_seqs reaches the real server (its own log of the arguments it took),
+    and `exact_tokens` (ignore_eos + min_tokens) gives exactly max_tokens completion tokens, streamed or not."""
+    from jarvis_core.api import Parallelism
+
+    session = real_session(max_num_seqs=3)
+    ref = session.resolve(f"vllm:{MODEL}")
+    started = session.start(ref)
+    assert started.parallelism == Parallelism("--max-num-seqs (engines.vllm.max_num_seqs)", 3,
+                                              "passed to the vLLM server Jarvis started")
+    [record] = session.state.records("vllm", "process")
+    assert record.command[record.command.index("--max-num-seqs") + 1] == "3"
+    log = Path(record.log).read_text()
+    assert "'max_num_seqs': 3" in log, log[-3000:]  # vLLM's "non-default args" line
+
+    for stream in (False, True):
+        exact = session.infer(ref, ChatRequest(HELLO, stream=stream, max_tokens=40, exact_tokens=True,
+                                               temperature=0.0, timeout=120))
+        assert exact.ok, exact.error
+        assert exact.token_source == "server" and exact.output_tokens == 40 and exact.finish_reason == "length"
+    again = session.start(ref)
+    assert not again.started and again.parallelism == started.parallelism
+    session.stop("vllm")

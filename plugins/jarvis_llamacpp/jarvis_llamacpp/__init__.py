@@ -127,4 +127,13 @@ def _send(ctx: EngineContext, model: ModelRef, request: ChatRequest) -> InferRes
                                  f"{model_file(ctx.settings, model.name).name} loaded (start it first)")
     # The server ignores stream_options.include_usage today; asking costs nothing, and a later version that
     # honours it turns the chunk-count estimate into the server's own count.
-    return openai_chat(shared_client(record.address), str(record.data.get("alias")), request, include_usage=True)
+    return openai_chat(shared_client(record.address), str(record.data.get("alias")), request, include_usage=True,
+                       extra=exact_tokens_fields(request))
+
+
+def exact_tokens_fields(request: ChatRequest) -> dict[str, object] | None:
+    """With `exact_tokens`, llama-cpp-python's `min_tokens` keeps the end-of-sequence token from being picked before
+    max_tokens (it has no `ignore_eos`)."""
+    if not request.exact_tokens or request.max_tokens is None:
+        return None
+    return {"min_tokens": request.max_tokens}

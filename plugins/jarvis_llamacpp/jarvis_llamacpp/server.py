@@ -14,6 +14,7 @@ from jarvis_core.api import (
     EngineContext,
     EngineUnavailableError,
     ModelMissingError,
+    Parallelism,
     Record,
     StartResult,
     StopResult,
@@ -33,6 +34,11 @@ from .settings import MODELS_ENV, LlamaCppSettings
 ENGINE = "llamacpp"
 KIND = "process"
 PORT_CLOSE_TIMEOUT = 10.0
+# llama_cpp.server serves every request under one lock around its model (app.py `get_llama_proxy`): one request is
+# generated at a time, whatever the load, and it has no setting for more (llama.cpp's own llama-server has
+# `--parallel` slots; this server does not).
+PARALLELISM = Parallelism("llama-cpp-python's server (one request at a time)", 1,
+                          "its server has a single slot; requests queue (no setting changes it)")
 
 
 def server_command(settings: LlamaCppSettings, file: Path, alias: str, port: int) -> list[str]:
@@ -124,7 +130,8 @@ def start(ctx: EngineContext, name: str) -> StartResult:
             record.command == tuple(server_command(settings, file, alias, port))
         if same and answers(record.address, alias):
             return StartResult(address=record.address, started=False, version=record.data.get("version"),
-                               detail=f"reusing the llama.cpp server Jarvis started (pid {record.pid})")
+                               detail=f"reusing the llama.cpp server Jarvis started (pid {record.pid})",
+                               parallelism=PARALLELISM)
         _end(ctx, record)  # one server at a time: a different model (or options) replaces ours
 
     runtime = probe(settings.python)
@@ -139,7 +146,7 @@ def start(ctx: EngineContext, name: str) -> StartResult:
                       what=f"the llama.cpp server for {name} at {address}", log_name=f"llamacpp-{port}.log",
                       ready=lambda: answers(address, name), address=address, timeout=None, explain=explain,
                       host=host, port=port, model=str(file), alias=name, version=runtime.version)
-    return StartResult(address=address, started=True, version=runtime.version,
+    return StartResult(address=address, started=True, version=runtime.version, parallelism=PARALLELISM,
                        detail=f"llama-cpp-python {runtime.version or '?'} serving {file.name} "
                               f"(pid {launched.pid}, ready in {launched.waited_s:.1f} s; log {launched.log})")
 

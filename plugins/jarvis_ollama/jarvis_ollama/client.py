@@ -193,7 +193,10 @@ def _message(msg: Message) -> dict[str, Any]:
 
 
 def options_for(request: ChatRequest | None, num_ctx: int | None) -> dict[str, Any]:
-    """Ollama's `options`: the request's sampling settings, and the context size from the engine's settings."""
+    """Ollama's `options`: the request's sampling settings, and the context size from the engine's settings.
+
+    Ollama cannot pin the output length (no ignore_eos or min_tokens): with `request.exact_tokens` it still gets
+    `num_predict` = max_tokens and nothing more, and an answer that ends early says so in `done_reason`."""
     options: dict[str, Any] = {}
     if request is not None:
         for key, value in (("temperature", request.temperature), ("num_predict", request.max_tokens),

@@ -11,6 +11,7 @@ it is not recorded, and never unloaded.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections import defaultdict
 from typing import TYPE_CHECKING
@@ -57,31 +58,50 @@ def _recorded(ctx: EngineContext, name: str, url: str) -> bool:
 
 
 # (state file, run, address, model) already checked by `note_first_use`: one /api/ps per model, not per request.
+# `infer` runs on many threads at once (load runs): the check of a model runs once, under `_checks_lock`, and the
+# other threads wait for it, so none can load the model before its record is written.
 _checked: set[tuple[str, str, str, str]] = set()
+_checks_lock = threading.Lock()
+
+
+def _check_key(ctx: EngineContext, url: str, name: str) -> tuple[str, str, str, str]:
+    return (str(ctx.state.path), ctx.run_id, url, canonical(name))
 
 
 def note_first_use(ctx: EngineContext, client: httpx.Client, name: str) -> None:
     """Before the first request for a model that was not warmed up: if Ollama has not loaded it yet, this request
-    loads it, so record it (as warmup would), for `stop` to unload it. Done before the clock starts."""
+    loads it, so record it (as warmup would), for `stop` to unload it. Done before the clock starts, once per model:
+    every later request costs one set lookup. Safe from many threads at once."""
     import httpx
 
     url = ctx.settings.url
-    key = (str(ctx.state.path), ctx.run_id, url, canonical(name))
+    key = _check_key(ctx, url, name)
     if key in _checked:
         return
-    _checked.add(key)
-    if _recorded(ctx, name, url):
-        return
-    try:
-        if find(ps(client), name) is not None:
+    with _checks_lock:
+        if key in _checked:  # another thread checked it while this one waited
             return
-    except (httpx.HTTPError, OllamaAPIError):
-        return
-    ctx.state.add(ENGINE, "model", run_id=ctx.run_id, address=url, model=name)
+        try:
+            if _recorded(ctx, name, url):
+                return
+            try:
+                if find(ps(client), name) is not None:
+                    return
+            except (httpx.HTTPError, OllamaAPIError):
+                return
+            ctx.state.add(ENGINE, "model", run_id=ctx.run_id, address=url, model=name)
+        finally:
+            _checked.add(key)  # also after a failed state write: measuring goes on, as before
+
+
+def mark_checked(ctx: EngineContext, url: str, name: str) -> None:
+    with _checks_lock:
+        _checked.add(_check_key(ctx, url, name))
 
 
 def forget_checks(url: str) -> None:
-    _checked.difference_update({k for k in _checked if k[2] == url})
+    with _checks_lock:
+        _checked.difference_update({k for k in _checked if k[2] == url})
 
 
 def warmup(ctx: EngineContext, model: ModelRef) -> WarmupResult:
@@ -103,7 +123,7 @@ def warmup(ctx: EngineContext, model: ModelRef) -> WarmupResult:
     record = None
     if not loaded_before and not _recorded(ctx, name, url):
         record = ctx.state.add(ENGINE, "model", run_id=ctx.run_id, address=url, model=name)
-    _checked.add((str(ctx.state.path), ctx.run_id, url, canonical(name)))
+    mark_checked(ctx, url, name)
     t0 = time.perf_counter()
     try:
         reply = load(client, name, keep_alive=keep_alive, options=options_for(None, settings.num_ctx),

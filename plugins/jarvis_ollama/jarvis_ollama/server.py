@@ -18,11 +18,12 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from jarvis_core.api import (
     EngineError,
     EngineUnavailableError,
+    Parallelism,
     StartResult,
     await_ready,
     create_time,
@@ -48,6 +49,8 @@ LOG_NAME = "ollama-serve.log"
 INSTALL_HINT = ("install Ollama from https://ollama.com/download (on Linux: curl -fsSL https://ollama.com/install.sh "
                 "| sh), or set engines.ollama.executable in config.yaml to the full path of the ollama program")
 TRAY_NAMES = ("ollama app.exe", "ollama app")
+PARALLEL_SETTING = "OLLAMA_NUM_PARALLEL (engines.ollama.num_parallel)"
+PARALLEL_DEFAULT = "Ollama's default (1 in current builds; some older builds pick 1 or 4 by free memory)"
 
 
 # --- the program --------------------------------------------------------------------------------------------------
@@ -165,15 +168,48 @@ def running_records(ctx: EngineContext, url: str | None = None, *, any_run: bool
 # --- start --------------------------------------------------------------------------------------------------------
 
 
+def parallelism_for_start(settings: OllamaSettings, environ: Mapping[str, str]) -> Parallelism:
+    """What a server Jarvis starts serves at once: `num_parallel` when set (Jarvis passes it), else the
+    OLLAMA_NUM_PARALLEL the server inherits from Jarvis's environment, else Ollama's default."""
+    if settings.num_parallel is not None:
+        return Parallelism(PARALLEL_SETTING, settings.num_parallel, "passed to the ollama serve Jarvis started")
+    inherited = environ.get("OLLAMA_NUM_PARALLEL", "").strip()
+    if not inherited:
+        return Parallelism(PARALLEL_SETTING, None, PARALLEL_DEFAULT)
+    if inherited.isdigit() and int(inherited) > 0:
+        return Parallelism(PARALLEL_SETTING, int(inherited), "OLLAMA_NUM_PARALLEL from Jarvis's environment")
+    return Parallelism(PARALLEL_SETTING, None, f"OLLAMA_NUM_PARALLEL={inherited!r} in Jarvis's environment is not a "
+                                               f"positive number, so {PARALLEL_DEFAULT} applies")
+
+
+def parallelism_of(settings: OllamaSettings, record: Record | None) -> Parallelism:
+    """What a running server serves at once: what Jarvis recorded when it started it; unknown for one it did not
+    start (Ollama's API does not tell). Says so when the configured `num_parallel` could not reach it."""
+    if record is None:
+        found = Parallelism(PARALLEL_SETTING, None, "unknown: this Ollama server was not started by Jarvis")
+    elif "num_parallel" not in record.data:
+        found = Parallelism(PARALLEL_SETTING, None, "unknown: the Jarvis that started this server did not record it")
+    else:
+        value = record.data.get("num_parallel")
+        found = Parallelism(PARALLEL_SETTING, value if isinstance(value, int) else None,
+                            str(record.data.get("num_parallel_detail") or ""))
+    if settings.num_parallel is not None and settings.num_parallel != found.value:
+        note = (f"engines.ollama.num_parallel ({settings.num_parallel}) does not apply: this server was already "
+                f"running (it applies to a server Jarvis starts)")
+        found = Parallelism(found.setting, found.value, f"{found.detail}; {note}" if found.detail else note)
+    return found
+
+
 def ensure_running(ctx: EngineContext) -> StartResult:
     """Reuse the Ollama server that answers at the configured address, or start one: never a second one."""
     settings: OllamaSettings = ctx.settings
     url = settings.url
     found = server_version(url)
     if found is not None:
-        ours = bool(running_records(ctx, url, any_run=True))
+        ours = running_records(ctx, url, any_run=True)
         detail = f"Ollama {found} at {url}" + (", started by Jarvis earlier" if ours else ", already running")
-        return StartResult(address=url, started=False, detail=detail, version=found)
+        return StartResult(address=url, started=False, detail=detail, version=found,
+                           parallelism=parallelism_of(settings, ours[0] if ours else None))
 
     starting = running_records(ctx, url, any_run=True)  # one of ours, still starting (another run's?)
     if starting:
@@ -182,7 +218,7 @@ def ensure_running(ctx: EngineContext) -> StartResult:
             await_ready(ctx, what=f"ollama serve at {url}", ready=lambda: version(probe, timeout=1.0) is not None,
                         alive=lambda: exit_reason(record))
         return StartResult(address=url, started=False, detail=f"Ollama at {url}, started by Jarvis earlier",
-                           version=server_version(url))
+                           version=server_version(url), parallelism=parallelism_of(settings, record))
 
     holder = port_holder(settings)
     if holder is not None:
@@ -200,12 +236,17 @@ def ensure_running(ctx: EngineContext) -> StartResult:
     env["OLLAMA_HOST"] = settings.serve_host
     if settings.models_dir is not None:
         env["OLLAMA_MODELS"] = str(settings.models_dir)
+    if settings.num_parallel is not None:
+        env["OLLAMA_NUM_PARALLEL"] = str(settings.num_parallel)
+    parallel = parallelism_for_start(settings, os.environ)
     with client_for(url, timeout=2.0) as probe:
         launched = launch(ctx, [exe, "serve"], what=f"ollama serve at {url}", log_name=LOG_NAME,
-                          ready=lambda: version(probe, timeout=1.0) is not None, address=url, env=env)
-    return StartResult(address=url, started=True, version=server_version(url),
-                       detail=f"started ollama serve (pid {launched.pid}) at {url} in {launched.waited_s:.1f} s; "
-                              f"log: {launched.log}")
+                          ready=lambda: version(probe, timeout=1.0) is not None, address=url, env=env,
+                          num_parallel=parallel.value, num_parallel_detail=parallel.detail)
+    served = f"OLLAMA_NUM_PARALLEL={parallel.value}" if parallel.value is not None else "Ollama's default parallelism"
+    return StartResult(address=url, started=True, version=server_version(url), parallelism=parallel,
+                       detail=f"started ollama serve (pid {launched.pid}) at {url} in {launched.waited_s:.1f} s "
+                              f"({served}); log: {launched.log}")
 
 
 # --- stop ---------------------------------------------------------------------------------------------------------

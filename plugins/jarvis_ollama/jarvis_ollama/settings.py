@@ -110,6 +110,10 @@ class OllamaSettings:
     restart it). Off by default: Jarvis never kills what it did not start."""
     num_ctx: int | None = None
     """Context size (tokens) for every request (and the warmup's load); None leaves Ollama's default."""
+    num_parallel: int | None = None
+    """Requests a server Jarvis starts serves at once per loaded model (`OLLAMA_NUM_PARALLEL` in its environment; it
+    wins over an OLLAMA_NUM_PARALLEL Jarvis itself runs with). None leaves the server's environment as it is. It cannot
+    change a server that is already running."""
     serve_host: str = field(default="", init=False, repr=False)
     """Derived: the OLLAMA_HOST value a server Jarvis starts listens on."""
 
@@ -127,6 +131,8 @@ class OllamaSettings:
         self.keep_alive = normalize_keep_alive(self.keep_alive)
         if self.num_ctx is not None and self.num_ctx <= 0:
             raise ValueError(f"num_ctx must be a positive number of tokens, found {self.num_ctx}")
+        if self.num_parallel is not None and self.num_parallel < 1:
+            raise ValueError(f"num_parallel must be a positive number of requests, found {self.num_parallel}")
         if not self.executable.strip():
             raise ValueError("executable is empty; write 'ollama' or the full path of the program")
 

@@ -160,7 +160,8 @@ def start(ctx: EngineContext, model: ModelRef) -> StartResult:
         ours = common.started_by_jarvis(ctx, settings) and not settings.url
         return StartResult(address=settings.base_url, started=False, version=info.version,
                            detail=f"{'the server Jarvis started' if ours else 'a running server'} at "
-                                  f"{settings.base_url} already serves {launch.served_name}")
+                                  f"{settings.base_url} already serves {launch.served_name}",
+                           parallelism=common.reused_parallelism(ctx, settings, launch))
     if settings.url:
         what = f"serves {', '.join(info.names) or 'no model'}" if info is not None else "does not answer"
         raise EngineError(f"The vLLM server at {settings.base_url} (engines.vllm.url) {what}, not "
@@ -197,7 +198,16 @@ def infer(ctx: EngineContext, model: ModelRef, request: ChatRequest) -> InferRes
     from jarvis_core.api import openai_chat, shared_client
 
     settings = _settings(ctx)
-    return openai_chat(shared_client(settings.base_url), settings.launch(model.name).served_name, request)
+    return openai_chat(shared_client(settings.base_url), settings.launch(model.name).served_name, request,
+                       extra=exact_tokens_fields(request))
+
+
+def exact_tokens_fields(request: ChatRequest) -> dict[str, object] | None:
+    """With `exact_tokens`, vLLM generates exactly max_tokens: past the end-of-sequence token (`ignore_eos`) and past
+    the model's other stop tokens (`min_tokens`)."""
+    if not request.exact_tokens or request.max_tokens is None:
+        return None
+    return {"ignore_eos": True, "min_tokens": request.max_tokens}
 
 
 @hookimpl

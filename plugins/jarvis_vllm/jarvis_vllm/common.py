@@ -4,16 +4,16 @@ failures."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from jarvis_core.api import EngineError
 
 if TYPE_CHECKING:
     import httpx
 
-    from jarvis_core.api import Detection, EngineContext, Record
+    from jarvis_core.api import Detection, EngineContext, Parallelism, Record
 
-    from .settings import VllmSettings
+    from .settings import ModelLaunch, VllmSettings
 
 ENGINE = "vllm"
 
@@ -66,6 +66,41 @@ def add_server(detection: Detection, settings: VllmSettings, notes: list[str]) -
 def started_by_jarvis(ctx: EngineContext, settings: VllmSettings) -> bool:
     """Whether a server Jarvis recorded (this run's, in scope) is the one on the configured port."""
     return any(r.data.get("port") == settings.port for r in ctx.state.records(ENGINE))
+
+
+def parallelism_fields(launch: ModelLaunch) -> dict[str, Any]:
+    """What a start records about `--max-num-seqs`, for a later start that reuses the server to report it."""
+    found = launch.parallelism()
+    return {"parallel_setting": found.setting, "max_num_seqs": found.value, "max_num_seqs_detail": found.detail}
+
+
+def reused_parallelism(ctx: EngineContext, settings: VllmSettings, launch: ModelLaunch) -> Parallelism:
+    """What a running server that Jarvis reuses serves at once: what Jarvis recorded when it started it (this run's
+    record, or another run's or a loadout's), else unknown: vLLM's API does not tell. Says so when the configured
+    value could not reach the running server."""
+    from jarvis_core.api import Parallelism, is_running
+
+    from .settings import PARALLEL_SETTING
+
+    records = [r for r in ctx.state.records(ENGINE, any_run=True) if r.data.get("port") == settings.port
+               and r.data.get("served_name") == launch.served_name
+               and (r.kind != "process" or (r.pid is not None and is_running(r.pid, r.create_time)))] \
+        if not settings.url else []
+    if not records:
+        found = Parallelism(PARALLEL_SETTING, None, "unknown: this vLLM server was not started by Jarvis")
+    elif "max_num_seqs" not in records[0].data:
+        found = Parallelism(PARALLEL_SETTING, None, "unknown: the Jarvis that started this server did not record it")
+    else:
+        data = records[0].data
+        value = data.get("max_num_seqs")
+        found = Parallelism(str(data.get("parallel_setting") or PARALLEL_SETTING),
+                            value if isinstance(value, int) else None, str(data.get("max_num_seqs_detail") or ""))
+    wanted = launch.parallelism()
+    if wanted.value is not None and wanted.value != found.value:
+        note = (f"{wanted.setting} asks for {wanted.value}, which does not apply: this server was already running "
+                f"(it applies to a server Jarvis starts)")
+        found = Parallelism(found.setting, found.value, f"{found.detail}; {note}" if found.detail else note)
+    return found
 
 
 def endpoint(record: Record) -> tuple[str, int] | None:

@@ -334,7 +334,8 @@ def start(ctx: EngineContext, settings: VllmSettings, launch: ModelLaunch, check
                                command=describe_command(settings, kwargs), container=settings.container_name,
                                container_id=container.id, docker_host=settings.docker_host, port=settings.port,
                                image=ref, model=launch.model, served_name=launch.served_name,
-                               gpu_baseline_mib=gpus[0].used_mib if gpus else None)
+                               gpu_baseline_mib=gpus[0].used_mib if gpus else None,
+                               **common.parallelism_fields(launch))
         try:
             try:
                 container.start()
@@ -346,6 +347,7 @@ def start(ctx: EngineContext, settings: VllmSettings, launch: ModelLaunch, check
             end(ctx, record)
             raise
         return StartResult(address=settings.base_url, started=True, version=found_version,
+                           parallelism=launch.parallelism(),
                            detail=f"container {settings.container_name} ({container.short_id}, {ref}) ready in "
                                   f"{waited:.1f} s")
     finally:

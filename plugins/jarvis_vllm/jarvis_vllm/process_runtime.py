@@ -99,9 +99,11 @@ def start(ctx: EngineContext, settings: VllmSettings, launch: ModelLaunch, check
                                  redact=lambda text: redact(text, secrets), explain=common.log_hint,
                                  progress_line=lambda: redact(tail(log, 1), secrets),
                                  port=settings.port, model=launch.model, served_name=launch.served_name,
-                                 gpu_baseline_mib=gpus[0].used_mib if gpus else None)
+                                 gpu_baseline_mib=gpus[0].used_mib if gpus else None,
+                                 **common.parallelism_fields(launch))
         found_version = common.version(client)
     return StartResult(address=settings.base_url, started=True, version=found_version,
+                       parallelism=launch.parallelism(),
                        detail=f"vllm serve (pid {launched.pid}) ready in {launched.waited_s:.1f} s; log {launched.log}")
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Literal, Mapping
 
+from jarvis_core.api import Parallelism
+
 from . import hfcache
 
 CONTAINER_PORT = 8000
@@ -29,6 +31,8 @@ class ModelSettings:
     """The name clients send as `model` (`--served-model-name`); default: the global `served_name`, else the model."""
     gpu_memory_utilization: float | None = None
     max_model_len: int | None = None
+    max_num_seqs: int | None = None
+    """`--max-num-seqs` for this model; default: the global `max_num_seqs`."""
     extra_args: list[str] = field(default_factory=list)
     """Appended to the global `extra_args` (e.g. `["--enforce-eager", "--dtype", "half"]`)."""
 
@@ -36,6 +40,7 @@ class ModelSettings:
         _check_fraction(self.gpu_memory_utilization)
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError(f"max_model_len must be a positive integer, found {self.max_model_len}")
+        _check_max_num_seqs(self.max_num_seqs)
 
 
 @dataclass
@@ -47,6 +52,9 @@ class ModelLaunch:
     gpu_memory_utilization: float
     max_model_len: int | None
     extra_args: list[str]
+    max_num_seqs: int | None = None
+    max_num_seqs_key: str = "engines.vllm.max_num_seqs"
+    """The config key `max_num_seqs` came from (the global one, or the model's own)."""
 
     def serve_args(self, model_arg: str | None = None) -> list[str]:
         """The model and flags after `vllm serve` (the container's command, whose entrypoint is `vllm serve`)."""
@@ -54,7 +62,42 @@ class ModelLaunch:
                 "--gpu-memory-utilization", f"{self.gpu_memory_utilization:g}"]
         if self.max_model_len is not None:
             args += ["--max-model-len", str(self.max_model_len)]
+        if self.max_num_seqs is not None and flag_value(self.extra_args, MAX_NUM_SEQS_FLAG) is None:
+            args += [MAX_NUM_SEQS_FLAG, str(self.max_num_seqs)]
         return args + list(self.extra_args)
+
+    def parallelism(self) -> Parallelism:
+        """How many requests the server this launch starts runs at once (`--max-num-seqs`): the setting, or the flag
+        in extra_args (which wins, as it comes last), else vLLM's own default."""
+        given = flag_value(self.extra_args, MAX_NUM_SEQS_FLAG)
+        if given is not None:
+            value = int(given) if given.isdigit() and int(given) > 0 else None
+            detail = "given in extra_args" if value is not None else \
+                f"extra_args give {MAX_NUM_SEQS_FLAG} {given!r}, which is not a positive number"
+            if self.max_num_seqs is not None and self.max_num_seqs != value:
+                detail += f"; it wins over {self.max_num_seqs_key} ({self.max_num_seqs})"
+            return Parallelism(f"{MAX_NUM_SEQS_FLAG} (extra_args)", value, detail)
+        if self.max_num_seqs is not None:
+            return Parallelism(f"{MAX_NUM_SEQS_FLAG} ({self.max_num_seqs_key})", self.max_num_seqs,
+                               "passed to the vLLM server Jarvis started")
+        return Parallelism(PARALLEL_SETTING, None, PARALLEL_DEFAULT)
+
+
+MAX_NUM_SEQS_FLAG = "--max-num-seqs"
+PARALLEL_SETTING = "--max-num-seqs (engines.vllm.max_num_seqs)"
+PARALLEL_DEFAULT = "vLLM's default for this version"
+
+
+def flag_value(args: list[str], flag: str) -> str | None:
+    """The value of `flag` in `args` (`--flag V` or `--flag=V`; vLLM also takes `--flag_name`), the last one winning
+    as with argparse; None when absent."""
+    names = {flag, "--" + flag[2:].replace("-", "_")}
+    found = None
+    for i, arg in enumerate(args):
+        name, sep, value = str(arg).partition("=")
+        if name in names:
+            found = value if sep else (str(args[i + 1]) if i + 1 < len(args) else "")
+    return found
 
 
 @dataclass
@@ -75,6 +118,8 @@ class VllmSettings:
     """`all`, `none`, or a list of GPU indices/UUIDs (`[0, 1]`)."""
     gpu_memory_utilization: float = 0.9
     max_model_len: int | None = None
+    max_num_seqs: int | None = None
+    """`--max-num-seqs`: requests the server runs at once (a batch); None leaves vLLM's default. Also per model."""
     served_name: str | None = None
     extra_args: list[str] = field(default_factory=list)
     models: dict[str, ModelSettings] = field(default_factory=dict)
@@ -101,6 +146,7 @@ class VllmSettings:
 
     def __post_init__(self) -> None:
         _check_fraction(self.gpu_memory_utilization)
+        _check_max_num_seqs(self.max_num_seqs)
         if not 1 <= self.port <= 65535:
             raise ValueError(f"port must be from 1 to 65535, found {self.port}")
         if isinstance(self.gpus, list):
@@ -165,6 +211,9 @@ class VllmSettings:
             else self.gpu_memory_utilization,
             max_model_len=per.max_model_len if per.max_model_len is not None else self.max_model_len,
             extra_args=[*self.extra_args, *per.extra_args],
+            max_num_seqs=per.max_num_seqs if per.max_num_seqs is not None else self.max_num_seqs,
+            max_num_seqs_key=f"engines.vllm.models.{model}.max_num_seqs" if per.max_num_seqs is not None
+            else "engines.vllm.max_num_seqs",
         )
 
     def engine_environment(self, *, force_download: bool) -> dict[str, str]:
@@ -181,6 +230,11 @@ class VllmSettings:
         values whose names look secret (`WANDB_API_KEY`, `HF_TOKEN`, `DB_PASSWORD`, ...)."""
         found = [str(v) for k, v in self.environment.items() if _SECRET_NAME.search(k)]
         return [s for s in (self.hf_token, *found) if s]
+
+
+def _check_max_num_seqs(value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ValueError(f"max_num_seqs must be a positive number of requests, found {value}")
 
 
 def _check_fraction(value: float | None) -> None:
