@@ -219,6 +219,8 @@ def load_yaml(path: Path) -> Any:
         raise ConfigError(f"invalid YAML: {_shown(problem)}", source=where) from None
     except RecursionError:
         raise ConfigError(f"invalid YAML: nested deeper than {MAX_YAML_DEPTH} levels", source=source) from None
+    except (ValueError, TypeError, LookupError, ArithmeticError) as exc:  # a constructor's bug on a strange value
+        raise ConfigError(f"invalid YAML: {_shown(str(exc) or type(exc).__name__)}", source=source) from None
     finally:
         loader.dispose()
 
@@ -272,8 +274,11 @@ def _loader() -> type:
         def construct_object(self, node: Any, deep: bool = False) -> Any:
             try:
                 return super().construct_object(node, deep)
-            except (ValueError, TypeError, OverflowError) as exc:
-                raise ConstructorError(None, None, f"invalid value: {exc}", node.start_mark) from None
+            except yaml.YAMLError:
+                raise
+            except Exception as exc:  # PyYAML's constructors let ValueError, IndexError, ... through on bad scalars
+                raise ConstructorError(None, None, f"invalid value: {exc or type(exc).__name__}",
+                                       node.start_mark) from None
 
     _LOADER = Loader
     return Loader

@@ -111,6 +111,8 @@ class Parallelism:
     value: int | None
     """Requests served at once; None when the engine does not tell (a server Jarvis did not start)."""
     detail: str = ""
+    adjustable: bool = True
+    """False when no setting changes it (llama-cpp-python's server has one slot): then raising it is no advice."""
 
 
 @dataclass

@@ -526,8 +526,10 @@ def saturation(summaries: list[LevelSummary], parallelism: Parallelism | None, e
                     f"(TTFT p50 {_ms(low.ttft_s['p50'])} → {_ms(high.ttft_s['p50'])})")
             if parallelism is not None:
                 served = f"{parallelism.value}" if parallelism.value is not None else "an unknown number of"
+                advice = "raise it to serve more" if parallelism.adjustable else \
+                    "no setting changes it: an engine that batches requests serves more at once"
                 line += (f": {engine} serves {served} requests at once ({parallelism.setting}"
-                         f"{'; ' + parallelism.detail if parallelism.detail else ''}); raise it to serve more")
+                         f"{'; ' + parallelism.detail if parallelism.detail else ''}); {advice}")
             return line
     return None
 

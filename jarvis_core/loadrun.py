@@ -130,7 +130,8 @@ def _sweep(profile: LoadProfile, one: Callable[[Level], LevelSummary | None]) ->
 def _parallelism_json(parallelism: Parallelism | None) -> dict[str, Any] | None:
     if parallelism is None:
         return None
-    return {"setting": parallelism.setting, "value": parallelism.value, "detail": parallelism.detail}
+    return {"setting": parallelism.setting, "value": parallelism.value, "detail": parallelism.detail,
+            "adjustable": parallelism.adjustable}
 
 
 def level_line(s: LevelSummary) -> str:

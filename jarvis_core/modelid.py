@@ -179,9 +179,10 @@ def check_text(model_id: str) -> None:
 
 def resolve(model_id: str, registry: EngineRegistry, default_engine: str | None) -> ModelRef:
     """Resolve a model ID against the installed engines. Raises only `ModelIdError` (and its subclasses)."""
+    if isinstance(model_id, str):
+        check_text(model_id)
     if not isinstance(model_id, str) or not model_id.strip():
         raise ModelIdError("Empty model ID: expected '[prefix]name[#flag...]', for example 'ol_qwen2.5:0.5b#stream'.")
-    check_text(model_id)
     text = model_id.strip()
     base, *flag_parts = text.split("#")
     flags = parse_flags(flag_parts, text)

@@ -40,18 +40,26 @@ _HINT = re.compile(r"key|token(?!s|iz|is)|secret|passw|authoriz|bearer|@", re.IG
 #: One shell word: quoted parts, escapes and plain characters, up to unquoted whitespace.
 _WORD = r"""(?:'[^']*'|"(?:[^"\\]|\\.)*"|\\.|[^\s'"\\])+"""
 _SHELL_WORD = re.compile(_WORD, re.DOTALL)
+#: A value in plain text: a shell word, where a quote left open is just a character.
+_VALUE = r"""(?:'[^']*'|"(?:[^"\\]|\\.)*"|\\.|\S)+"""
 _OPTION = re.compile(r"(--?[A-Za-z][\w.-]*)(?:=(.*))?", re.DOTALL)
 _ASSIGNMENT = re.compile(r"([A-Za-z_][\w.-]*)=(.*)", re.DOTALL)
 
+#: Ahead of a name: a secret word within its next 64 name characters (so a match never swallows a secret option as
+#: the value of an ordinary one).
+_SECRET_AHEAD = r"(?=[\w.-]{0,63}?(?i:key|secret|passw(?:or)?d|token(?!s|iz|is)))"
 #: `--api-key X`, `--token=X` in plain text (a quoted value is one value).
-_FLAG_TEXT = re.compile(r"(?<![\w-])(--?[A-Za-z][\w.-]{0,63})(=|[ \t]+)(?!--)(" + _WORD + ")", re.DOTALL)
+_FLAG_TEXT = re.compile(r"(?<![\w-])(--?" + _SECRET_AHEAD + r"[A-Za-z][\w.-]{0,63})(=|[ \t]+)(?!--)(" + _VALUE + ")",
+                        re.DOTALL)
 #: `'--api-key', 'X'` and `"--api-key", "X"`: a Python or JSON list of arguments.
-_FLAG_LIST = re.compile(r"""(?<![\w-])(--?[A-Za-z][\w.-]{0,63})(['"]\s*,\s*(['"]))((?:(?!\3).)*)""", re.DOTALL)
+_FLAG_LIST = re.compile(r"""(?<![\w-])(--?""" + _SECRET_AHEAD + r"""[A-Za-z][\w.-]{0,63})(['"]\s*,\s*(['"]))"""
+                        r"""((?:\\.|(?!\3)[^\\])*)""", re.DOTALL)
 #: `HF_TOKEN=X`, `api_key='X'`, `?api_key=X&...`.
-_ASSIGN_TEXT = re.compile(r"(?<![\w.-])([A-Za-z_][\w.-]{0,63})=((?:'[^']*'|\"(?:[^\"\\]|\\.)*\"|\\.|[^\s'\"\\&])+)",
-                          re.DOTALL)
+_ASSIGN_TEXT = re.compile(r"(?<![\w.-])(" + _SECRET_AHEAD + r"[A-Za-z_][\w.-]{0,63})="
+                          r"((?:'[^']*'|\"(?:[^\"\\]|\\.)*\"|\\.|[^\s&])+)", re.DOTALL)
 #: `"api_key": "X"` and `'api_key': 'X'` (JSON, a Python dict).
-_KEY_VALUE = re.compile(r"""(["'])([\w.-]+)\1(\s*:\s*)(["'])((?:\\.|(?!\4)[^\\])*)\4""", re.DOTALL)
+_KEY_VALUE = re.compile(r"""(["'])(""" + _SECRET_AHEAD + r"""[\w.-]+)\1(\s*:\s*)(["'])((?:\\.|(?!\4)[^\\])*)\4""",
+                        re.DOTALL)
 #: User information in a URL, up to the last `@` before the host.
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]{0,31}://)([^\s/?#'\"<>]+)@")
 #: `Authorization: Bearer X`, `authorization="Basic X"`, and a bare `Bearer X` credential.

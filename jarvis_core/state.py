@@ -330,11 +330,12 @@ class _Content:
 
 
 @contextmanager
-def _locked(lock: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+def _locked(lock: Path, timeout: float | None = None) -> Iterator[None]:
     """An OS lock on `lock` (filelock: flock on POSIX, msvcrt on Windows), released by the OS when its holder dies,
     so a crashed Jarvis never leaves it taken. Nobody holds it for more than a file write."""
     from filelock import FileLock, Timeout
 
+    timeout = LOCK_TIMEOUT if timeout is None else timeout
     file_lock = FileLock(str(lock), timeout=timeout)
     try:
         file_lock.acquire()

@@ -128,7 +128,7 @@ def test_real_exact_tokens_and_one_request_at_a_time(real, real_gguf):
     ref = real.resolve(f"lc_{real_gguf}")
     started = real.start(ref)
     assert started.parallelism == Parallelism("llama-cpp-python's server (one request at a time)", 1,
-                                              "its server has a single slot; requests queue (no setting changes it)")
+                                              "its server has a single slot; requests queue", adjustable=False)
     real.warmup(ref)
     wanted = 64
     plain = real.infer(ref, ChatRequest(FRANCE, temperature=0.0, max_tokens=wanted, timeout=120))

@@ -15,7 +15,7 @@ from llamacpp_helpers import write_gguf
 
 FRANCE = [Message("user", "What is the capital of France?")]
 ONE_AT_A_TIME = Parallelism("llama-cpp-python's server (one request at a time)", 1,
-                            "its server has a single slot; requests queue (no setting changes it)")
+                            "its server has a single slot; requests queue", adjustable=False)
 
 
 @pytest.fixture

@@ -178,9 +178,13 @@ def test_saturation_names_the_setting_that_limits_it():
         s = summarize_level(LevelRun(Level(concurrency=n), [], 0, 1.0, 0.0), None)
         s.output_tps, s.ttft_s = tps, {"p50": ttft, "p90": ttft, "p99": ttft}
         levels.append(s)
-    line = saturation(levels, Parallelism("llama-cpp-python's server (one request at a time)", 1), "llamacpp")
+    line = saturation(levels, Parallelism("llama-cpp-python's server (one request at a time)", 1, adjustable=False),
+                      "llamacpp")
     assert line.startswith("throughput stops growing beyond 1 in flight")
     assert "llamacpp serves 1 requests at once (llama-cpp-python's server" in line
+    assert line.endswith("no setting changes it: an engine that batches requests serves more at once")
+    line = saturation(levels, Parallelism("OLLAMA_NUM_PARALLEL (engines.ollama.num_parallel)", 1), "ollama")
+    assert line.endswith("raise it to serve more")
     levels[1].output_tps, levels[2].output_tps = 100.0, 200.0
     assert saturation(levels, None, "vllm") is None
 

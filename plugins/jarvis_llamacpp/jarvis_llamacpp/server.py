@@ -38,7 +38,7 @@ PORT_CLOSE_TIMEOUT = 10.0
 # generated at a time, whatever the load, and it has no setting for more (llama.cpp's own llama-server has
 # `--parallel` slots; this server does not).
 PARALLELISM = Parallelism("llama-cpp-python's server (one request at a time)", 1,
-                          "its server has a single slot; requests queue (no setting changes it)")
+                          "its server has a single slot; requests queue", adjustable=False)
 
 
 def server_command(settings: LlamaCppSettings, file: Path, alias: str, port: int) -> list[str]:
