@@ -1,6 +1,6 @@
 """Run the benchmarks of issue 8 and print one table of figures, targets and met/MISSED.
 
-    .venv/bin/python -m benchmarks.run                 # all eight items (about 7 minutes on 2 cores)
+    .venv/bin/python -m benchmarks.run                 # all nine items (about 10 minutes on 2 cores)
     .venv/bin/python -m benchmarks.run --quick         # fewer requests and smaller sizes (about 1.5 minutes)
     .venv/bin/python -m benchmarks.run --only 1 3      # a subset
     .venv/bin/python -m benchmarks.run --json out.json # also the raw numbers
@@ -35,6 +35,7 @@ ITEMS: dict[str, tuple[str, str]] = {
     "6": ("Start-up", "benchmarks.startup"),
     "7": ("Report scale", "benchmarks.scale"),
     "8": ("Load", "benchmarks.load"),
+    "9": ("Load tools side by side", "benchmarks.load_tools"),
 }
 
 
@@ -62,7 +63,7 @@ def table(results: list[tuple[str, str, Outcome, float]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=sorted(ITEMS), metavar="ITEM",
-                        help="run only these items (1-8)")
+                        help="run only these items (1-9)")
     parser.add_argument("--quick", action="store_true", help="fewer requests, smaller sizes")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the raw numbers here")
     args = parser.parse_args(argv)

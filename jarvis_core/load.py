@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import queue
 import random
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ MAX_IN_FLIGHT = 1024
 DEFAULT_OPEN_LOOP_CAP = 512
 #: A level whose client used more than this share of one core is flagged: the client may be the bottleneck.
 CLIENT_CPU_FLAG = 0.8
+#: GIL switch interval while a level runs (Python's default is 5 ms).
+GIL_SWITCH_S = 0.0005
 #: Throughput that grows by less than this share from one level to the next counts as saturated.
 SATURATION_GROWTH = 0.05
 
@@ -270,6 +273,10 @@ def run_level(send: Callable[[ChatRequest], InferResult], make_request: Callable
         on_sample(sample)
 
     clock = time.perf_counter_ns
+    # Many threads wait on sockets: a short GIL switch interval lets the one whose chunk arrived run (and stamp it)
+    # at once, instead of after up to 5 ms (Python's default) while another thread parses.
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(GIL_SWITCH_S)
     cpu0, t0 = time.process_time(), clock()
     deadline = t0 + int(duration * 1e9) if duration is not None else None
     in_flight = [0]
@@ -345,6 +352,7 @@ def run_level(send: Callable[[ChatRequest], InferResult], make_request: Callable
             todo.put(None)
         _join(workers, stop)
     wall = (clock() - t0) / 1e9
+    sys.setswitchinterval(switch)
     samples.sort(key=lambda s: s.index)
     return LevelRun(level, samples, t0, wall, time.process_time() - cpu0, cancelled=in_flight[0] if stop.is_set()
                     else 0)
