@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, Union
 
 from .errors import ConfigError
+from .redact import is_secret_name
 
 CONFIG_NAME = "config.yaml"
-_SECRET_KEY = re.compile(r"token|secret|password|api_?key", re.IGNORECASE)
 
 #: Limits on every YAML file Jarvis reads (config.yaml, test_setups.yaml).
 MAX_YAML_BYTES = 1 << 20
@@ -398,7 +398,7 @@ def _convert(tp: Any, value: Any, source: str | None, path: str) -> Any:
     args = typing.get_args(tp)
 
     def fail(expected: str) -> ConfigError:
-        found = "a value (not shown: the key looks secret)" if _SECRET_KEY.search(path) else _describe(value)
+        found = "a value (not shown: the key looks secret)" if is_secret_name(path) else _describe(value)
         return ConfigError(f"expected {expected}, found {found}", source=source, path=path)
 
     if tp is Any:

@@ -44,6 +44,17 @@ class GpuMemory:
     """`GPU-...`; None when it was not asked for (`nvidia-smi` is only asked when a UUID must be matched)."""
 
 
+def _selection(gpus: GpuSelection) -> Literal["all", "none"] | list[str]:
+    """`gpus` as "all", "none" or a list of entries (a string such as "1,2" is a list too)."""
+    if gpus is None or gpus == "all":
+        return "all"
+    if gpus == "none":
+        return "none"
+    if isinstance(gpus, str):
+        return [part.strip() for part in gpus.split(",") if part.strip()]
+    return [str(g).strip() for g in gpus]
+
+
 def gpu_memory() -> list[GpuMemory] | None:
     """Memory of every GPU, in the driver's order, or None when there is no NVIDIA GPU (or no way to ask)."""
     return _query(with_uuid=False)
@@ -53,14 +64,16 @@ def engine_gpus(gpus: GpuSelection = "all", *, environ: Mapping[str, str] | None
     """Memory of the GPUs an engine was given (its `gpus` setting), in the engine's order, as `CUDA_VISIBLE_DEVICES`
     in `environ` (default: this process's) shows them. `[]` for `"none"`; None when there is no GPU to ask.
     Raises ConfigError when `gpus` names a GPU that is not there."""
+    gpus = _selection(gpus)
     if gpus == "none":
         return []
     environ = os.environ if environ is None else environ
     visible = environ.get("CUDA_VISIBLE_DEVICES")
-    wanted = [] if gpus in (None, "all") else [str(g).strip() for g in gpus]  # type: ignore[union-attr]
+    wanted = [] if gpus == "all" else gpus
     if any(_MIG.match(entry) for entry in wanted):
         return None  # a MIG instance's memory is not its GPU's: no check can follow it
-    needs_uuid = any(not _INDEX.match(entry) for entry in [*(visible or "").split(","), *wanted])
+    entries = [entry.strip() for entry in (visible or "").split(",")] + wanted
+    needs_uuid = any(entry and not _INDEX.match(entry) for entry in entries)
     devices = _query(with_uuid=needs_uuid)
     if devices is None:
         return None
@@ -119,12 +132,13 @@ def physical_indices(gpus: GpuSelection, cuda_visible_devices: str | None,
     """The driver indices of the GPUs an engine sees, in its order: `gpus` (`"all"`, `"none"`, or visible indices
     and GPU UUIDs) applied to what `cuda_visible_devices` leaves visible of `devices` (every GPU, driver order)."""
     visible = _visible(cuda_visible_devices, devices)
+    gpus = _selection(gpus)
     if gpus == "none":
         return []
-    if gpus is None or gpus == "all":
+    if gpus == "all":
         return visible
     chosen: list[int] = []
-    for entry in (str(g).strip() for g in gpus):
+    for entry in gpus:
         if _INDEX.match(entry):
             position = int(entry)
             if position >= len(visible):
@@ -149,12 +163,13 @@ def engine_visible_devices(gpus: GpuSelection, cuda_visible_devices: str | None)
     process exactly the GPUs of its `gpus` setting, read against this process's `cuda_visible_devices`; None for
     "every GPU, leave it unset". Needs no driver: `gpus: [1]` under `CUDA_VISIBLE_DEVICES=2,3` gives `3`."""
     visible = parse_visible_devices(cuda_visible_devices)
+    gpus = _selection(gpus)
     if gpus == "none":
         return ""
-    if gpus is None or gpus == "all":
+    if gpus == "all":
         return None if visible is None else ",".join(visible)
     chosen: list[str] = []
-    for entry in (str(g).strip() for g in gpus):
+    for entry in gpus:
         if _INDEX.match(entry) and visible is not None:
             position = int(entry)
             if position >= len(visible):

@@ -104,6 +104,8 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """`text` with every credential replaced by `***` (see the module's docstring for what counts)."""
     if not text:
         return text
+    if isinstance(secrets, str):
+        secrets = (secrets,)
     literals = _literal_pattern(tuple(sorted({s for s in secrets if isinstance(s, str) and _usable(s)}))
                                 + environment_secrets())
     if literals is not None:
@@ -123,7 +125,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 def redact_argv(argv: Iterable[str], secrets: Iterable[str] = ()) -> list[str]:
     """A command line with the values of secret-looking options replaced (`--api-key ***`, `--token=***`,
     `HF_TOKEN=***`), and every argument passed through `redact`."""
-    secrets = tuple(secrets)
+    secrets = (secrets,) if isinstance(secrets, str) else tuple(secrets)
     out: list[str] = []
     value_next = False
     for arg in argv:
@@ -191,8 +193,7 @@ def _redact_shell_words(text: str) -> str:
         plain = _unquote(word)
         replacement = None
         if value_next and (plain is None or not plain.startswith("--")):
-            value, trailing = _keep_trailing(word)
-            replacement = MASK + trailing
+            replacement = MASK + _keep_trailing(word)[1]
             value_next = False
         elif plain is not None:
             value_next = False
