@@ -7,7 +7,7 @@ builds the smallest complete plugin. Test helpers for plugin authors are in `jar
 
 from __future__ import annotations
 
-from .config import Config, build_settings
+from .config import Bounds, Config, bounded, build_settings
 from .engine import (
     Availability,
     ChatRequest,
@@ -30,7 +30,7 @@ from .errors import (
     JarvisError,
     ModelMissingError,
 )
-from .gpu import GpuMemory, gpu_memory, wait_for_release
+from .gpu import GpuMemory, engine_gpus, engine_visible_devices, gpu_memory, used_mib, wait_for_release
 from .hookspecs import hookimpl
 from .http import close_shared, error_message, make_client, read_stamped, shared_client, stamped_lines
 from .launch import Launched, await_ready, end, exit_reason, launch, running, start_failure
@@ -53,6 +53,7 @@ from .processes import (
     wait_until_ready,
 )
 from .progress import Progress, Task, human_bytes
+from .redact import redact, redact_argv
 from .state import LOADOUT_RUN_PREFIX, Record, StateStore
 from .warmup import WARMUP_PROMPT, warm, warmup_request
 
@@ -64,7 +65,7 @@ __all__ = [
     # errors a hook raises (one line each, shown to the user)
     "JarvisError", "ConfigError", "EngineError", "EngineUnavailableError", "ModelMissingError", "EngineTimeoutError",
     # settings and services
-    "Config", "build_settings", "StateStore", "Record", "LOADOUT_RUN_PREFIX", "Progress", "Task", "human_bytes",
+    "Config", "build_settings", "bounded", "Bounds", "redact", "redact_argv", "StateStore", "Record", "LOADOUT_RUN_PREFIX", "Progress", "Task", "human_bytes",
     # starting and ending servers
     "launch", "Launched", "await_ready", "start_failure", "end", "exit_reason", "running",
     # processes, by (pid, create_time)
@@ -76,5 +77,5 @@ __all__ = [
     # warmup
     "warm", "warmup_request", "WARMUP_PROMPT",
     # the GPU
-    "GpuMemory", "gpu_memory", "wait_for_release",
+    "GpuMemory", "gpu_memory", "wait_for_release", "engine_gpus", "used_mib", "engine_visible_devices",
 ]

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from . import processes
 from .errors import EngineError, EngineUnavailableError
 from .http import close_shared
+from .redact import redact as redact_text
+from .redact import redact_argv
 
 if TYPE_CHECKING:
     import subprocess
@@ -52,12 +54,13 @@ class Launched:
 
 def launch(ctx: EngineContext, command: Sequence[str], *, what: str, log_name: str, ready: Callable[[], bool],
            address: str | None = None, env: Mapping[str, str] | None = None, kind: str = "process",
-           timeout: float | None = None, redact: Callable[[str], str] = lambda text: text,
+           timeout: float | None = None, redact: Callable[[str], str] = redact_text,
            explain: Callable[[str], str | None] | None = None, progress_line: Callable[[], str] | None = None,
            **data: Any) -> Launched:
     """Start `command` as `what` and wait until `ready()` is true; the record carries `address` and `data`.
 
-    `timeout` defaults to `timeouts.start`. `redact` is applied to every text quoted from the command or the log;
+    `timeout` defaults to `timeouts.start`. `redact` (default: the core's, which removes secret-looking flag values,
+    URL user-info and secret-named environment values) is applied to every text quoted from the command or the log;
     `explain(log_tail)` may return a hint for a failure (a known error in the log); `progress_line()` adds a word
     to the "still waiting" notes (the log's last line, say).
     """
@@ -73,8 +76,8 @@ def launch(ctx: EngineContext, command: Sequence[str], *, what: str, log_name: s
                                      engine=ctx.engine) from None
     _children[proc.pid] = proc
     record = ctx.state.add(ctx.engine, kind, run_id=ctx.run_id, pid=proc.pid,
-                           create_time=processes.create_time(proc.pid), address=address, log=log, command=command,
-                           **data)
+                           create_time=processes.create_time(proc.pid), address=address, log=log,
+                           command=redact_argv(command), **data)  # the state file is written by Jarvis too
     shown_line = (lambda: redact(progress_line())) if progress_line is not None else None
     try:
         waited = await_ready(ctx, what=what, ready=ready, alive=lambda: exit_reason(record), timeout=timeout,
@@ -93,7 +96,7 @@ def launch(ctx: EngineContext, command: Sequence[str], *, what: str, log_name: s
 
 def start_failure(exc: EngineError, *, command: Sequence[str], log: Path | str, tail: str,
                   explain: Callable[[str], str | None] | None = None,
-                  redact: Callable[[str], str] = lambda text: text, engine: str | None = None) -> EngineError:
+                  redact: Callable[[str], str] = redact_text, engine: str | None = None) -> EngineError:
     """The one error of a failed start, for a process or a container alike: the reason, a hint the log gives, the
     command and the log file, then the log's last lines; everything passed through `redact`."""
     tail = redact(tail.strip())

@@ -61,7 +61,9 @@ class Session:
         return self._contexts[engine]
 
     def validate_settings(self) -> None:
-        """Build every installed engine's settings now, so a wrong config.yaml fails before anything starts."""
+        """Check the engines config.yaml names and build every installed engine's settings now, so a wrong
+        config.yaml fails before anything starts."""
+        self.config.check_engines(self.registry.engines)
         for engine in self.registry.engines:
             self.context(engine)
 

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from .load import LoadProfile
 
 SETUPS_NAME = "test_setups.yaml"
+#: The most repetitions of a test: `defaults.repetitions` and `--repeat` share it.
+MAX_REPETITIONS = 10_000
 CHECK_KINDS = ("contains", "contains_any", "contains_all", "regex", "equals", "json")
 CAPABILITIES = ("vision",)
 
@@ -136,7 +138,7 @@ def parse_suite(data: Any, source: str, base_dir: Path) -> Suite:
         raise err("", "expected a mapping with 'tests' and 'setups' (see docs/test-setups.md)")
     unknown = set(data) - {"defaults", "tests", "setups"}
     if unknown:
-        raise err(sorted(unknown)[0], "unknown section; expected 'defaults', 'tests' and 'setups'")
+        raise err(str(sorted(unknown, key=str)[0]), "unknown section; expected 'defaults', 'tests' and 'setups'")
     suite = Suite(source=source, defaults=_defaults(data.get("defaults") or {}, err))
 
     tests = data.get("tests", [])
@@ -174,12 +176,16 @@ def _defaults(raw: Any, err) -> Defaults:
         defaults = build_settings(Defaults, raw, source=None, path="defaults")
     except ConfigError as exc:
         raise err(exc.path or "defaults", str(exc).split(": ", 1)[-1]) from None
-    if defaults.repetitions < 1:
-        raise err("defaults.repetitions", f"expected 1 or more, found {defaults.repetitions}")
-    if defaults.warmup < 0:
-        raise err("defaults.warmup", f"expected 0 or more, found {defaults.warmup}")
-    if defaults.timeout <= 0:
-        raise err("defaults.timeout", f"expected seconds above 0, found {defaults.timeout}")
+    if not 1 <= defaults.repetitions <= MAX_REPETITIONS:
+        raise err("defaults.repetitions", f"expected 1 to {MAX_REPETITIONS} (as --repeat), found {defaults.repetitions}")
+    if not 0 <= defaults.warmup <= 100:
+        raise err("defaults.warmup", f"expected 0 to 100, found {defaults.warmup}")
+    if not 0 < defaults.timeout <= 604_800:
+        raise err("defaults.timeout", f"expected seconds above 0 (at most a week), found {defaults.timeout}")
+    if defaults.max_tokens is not None and not 1 <= defaults.max_tokens <= 1_000_000:
+        raise err("defaults.max_tokens", f"expected 1 to 1000000 tokens, found {defaults.max_tokens}")
+    if defaults.temperature is not None and not 0 <= defaults.temperature <= 10:
+        raise err("defaults.temperature", f"expected 0 to 10, found {defaults.temperature}")
     return defaults
 
 
@@ -224,9 +230,11 @@ def _test(raw: Any, where: str, err, base_dir: Path) -> TestCase:
             raise err(f"{where}.requires", f"unknown capability '{r}'; known: {', '.join(CAPABILITIES)}")
     if images and "vision" not in requires:
         requires += ("vision",)
-    for key, kind in (("max_tokens", int), ("seed", int), ("temperature", (int, float))):
-        if raw.get(key) is not None and (not isinstance(raw[key], kind) or isinstance(raw[key], bool)):
-            raise err(f"{where}.{key}", f"expected a number, found {raw[key]!r}")
+    for key, kind, low, high in (("max_tokens", int, 1, 1_000_000), ("seed", int, 0, 2**63 - 1),
+                                 ("temperature", (int, float), 0, 10)):
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool) or not low <= value <= high):
+            raise err(f"{where}.{key}", f"expected a number from {low} to {high}, found {value!r}")
     return TestCase(id=str(test_id), messages=tuple(messages), images=tuple(images),
                     checks=_checks(raw.get("check"), f"{where}.check", err), requires=requires,
                     max_tokens=raw.get("max_tokens"), temperature=raw.get("temperature"), seed=raw.get("seed"))

@@ -101,9 +101,9 @@ ERRORS = [
     ("defaults wrong type", "defaults: {repetitions: many}\n" + TESTS_OK + SETUPS_OK, "defaults.repetitions",
      "expected an integer"),
     ("defaults repetitions 0", "defaults: {repetitions: 0}\n" + TESTS_OK + SETUPS_OK, "defaults.repetitions",
-     "expected 1 or more"),
+     "expected 1 to 10000"),
     ("defaults warmup negative", "defaults: {warmup: -1}\n" + TESTS_OK + SETUPS_OK, "defaults.warmup",
-     "expected 0 or more"),
+     "expected 0 to 100"),
     ("defaults timeout 0", "defaults: {timeout: 0}\n" + TESTS_OK + SETUPS_OK, "defaults.timeout",
      "expected seconds above 0"),
 ]
