@@ -14,8 +14,9 @@ from typing import Any, Callable
 import click
 
 from . import __version__
-from .console import table
+from .console import safe, table
 from .errors import JarvisError
+from .redact import redact
 
 log = logging.getLogger("jarvis")
 
@@ -41,13 +42,13 @@ class JarvisGroup(click.Group):
         except JarvisError as exc:
             if debug_enabled():
                 raise
-            raise CLIError(str(exc), exc.exit_code) from None
+            raise CLIError(safe(str(exc)), exc.exit_code) from None
         except KeyboardInterrupt:
             raise
         except Exception as exc:
             if debug_enabled():
                 raise
-            raise CLIError(f"unexpected {type(exc).__name__}: {exc} (set JARVIS_DEBUG=1 for the traceback)") from None
+            raise CLIError(safe(f"unexpected {type(exc).__name__}: {exc} (set JARVIS_DEBUG=1 for the traceback)")) from None
 
 
 config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
@@ -55,8 +56,14 @@ config_option = click.option("--config", "config_path", type=click.Path(dir_okay
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
+def echo(message: Any = "", err: bool = False) -> None:
+    """Every line Jarvis prints goes through here: credentials redacted, control characters escaped."""
+    click.echo(safe(str(message)), err=err)
+
+
 def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+    # json.dumps escapes control characters itself; redaction still applies to the text.
+    click.echo(redact(json.dumps(data, indent=2, default=str)))
 
 
 @click.group(cls=JarvisGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -86,9 +93,9 @@ def plugins(as_json: bool) -> None:
         echo_json(rows)
         return
     if not rows:
-        click.echo("No plugins installed. Add an engine with: pip install jarvis-ollama")
+        echo("No plugins installed. Add an engine with: pip install jarvis-ollama")
         return
-    click.echo(table(["plugin", "distribution", "version", "engines", "prefixes", "hooks"],
+    echo(table(["plugin", "distribution", "version", "engines", "prefixes", "hooks"],
                      [[r["name"], r["distribution"] or "-", r["version"] or "-", ", ".join(r["engines"]),
                        " ".join(r["prefixes"]), ", ".join(r["hooks"])] for r in rows]))
 
@@ -110,10 +117,10 @@ def engines(config_path: str | None, as_json: bool) -> None:
                    for d in found])
         return
     if not found:
-        click.echo("No engine plugins installed. Add one with: pip install jarvis-ollama")
+        echo("No engine plugins installed. Add one with: pip install jarvis-ollama")
         return
     yes_no: Callable[[bool], str] = lambda v: "yes" if v else "no"  # noqa: E731
-    click.echo(table(["engine", "installed", "reachable", "version", "address", "detail"],
+    echo(table(["engine", "installed", "reachable", "version", "address", "detail"],
                      [[d.engine, yes_no(d.installed), yes_no(d.reachable), d.version or "-", d.address or "-",
                        d.detail] for d in found]))
 
@@ -134,7 +141,7 @@ def resolve(model_id: str, config_path: str | None, as_json: bool) -> None:
         echo_json(ref.to_json())
         return
     flags = " ".join(f"{k}={v}" for k, v in ref.flags.given().items()) or "-"
-    click.echo(f"engine:    {ref.engine}\nmodel:     {ref.name}\nflags:     {flags}\ncanonical: {ref.canonical}")
+    echo(f"engine:    {ref.engine}\nmodel:     {ref.name}\nflags:     {flags}\ncanonical: {ref.canonical}")
 
 
 @cli.command()
@@ -197,7 +204,7 @@ def run(setups_path: str | None, config_path: str | None, selected: tuple[str, .
     plan = build_plan(session, suite, chosen, repeat=repeat)
     if not resume:
         out_dir = Path(output) if output else config.output_dir / time.strftime("%Y%m%d-%H%M%S")
-    say = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
+    say = (lambda msg: echo(msg, err=True)) if as_json else echo
     runner = Runner(session, suite, out_dir, repeat=repeat, say=say, done=done, done_levels=levels)
     rows, report = _campaign(session, runner, plan)
     if as_json:
@@ -208,10 +215,10 @@ def run(setups_path: str | None, config_path: str | None, selected: tuple[str, .
                               "stats": {k: (v.as_dict() if v else None) for k, v in r.stats.items()}}
                              for r in rows]})
     else:
-        click.echo("")
+        echo("")
         if rows:
-            click.echo(summary_table(rows))
-        click.echo(f"\nResults: {runner.results_path}\nReport:  {report}")
+            echo(summary_table(rows))
+        echo(f"\nResults: {runner.results_path}\nReport:  {report}")
     if runner.interrupted:
         raise SystemExit(130)
     raise SystemExit(exit_code(rows, strict, runner.results_path))
@@ -225,7 +232,7 @@ def _campaign(session: Any, runner: Any, plan: Any) -> tuple[list[Any], Any]:
     from .cleanup import clean_leftovers
 
     for line in clean_leftovers(session):
-        click.echo(f"cleaned up after a crashed run: {line}", err=True)
+        echo(f"cleaned up after a crashed run: {line}", err=True)
     # SIGTERM (and Ctrl-Break on Windows) stop the run like Ctrl-C: tear down, keep what was measured.
     stop_signals = [signal.SIGTERM] + ([signal.SIGBREAK] if hasattr(signal, "SIGBREAK") else [])
     previous = {sig: signal.signal(sig, _raise_keyboard_interrupt) for sig in stop_signals}
@@ -307,7 +314,7 @@ def bench(model_id: str, concurrency: str | None, rate: str | None, sweep: bool,
     session.validate_settings()
     plan = build_plan(session, suite, suite.setups)
     out_dir = Path(output) if output else config.output_dir / time.strftime("bench-%Y%m%d-%H%M%S")
-    runner = Runner(session, suite, out_dir, say=(lambda m: click.echo(m, err=True)) if as_json else click.echo,
+    runner = Runner(session, suite, out_dir, say=(lambda m: echo(m, err=True)) if as_json else echo,
                     missing_fix=f"jarvis bench {model_id} --force-download")
     _, report = _campaign(session, runner, plan)
     records = list(read_results(runner.results_path))
@@ -327,9 +334,9 @@ def bench(model_id: str, concurrency: str | None, rate: str | None, sweep: bool,
     else:
         for r in levels:
             if "status" in r:
-                click.echo(f"{r['status'].upper() if r['status'] == 'missing' else r['status']}: {r.get('reason')}")
+                echo(f"{r['status'].upper() if r['status'] == 'missing' else r['status']}: {r.get('reason')}")
                 break
-        click.echo(f"\nResults: {runner.results_path}\nReport:  {report}")
+        echo(f"\nResults: {runner.results_path}\nReport:  {report}")
     if runner.interrupted:
         raise SystemExit(130)
     raise SystemExit(0 if measured and any(r.get("requests_ok") for r in measured) else 1)
@@ -355,7 +362,7 @@ def report(results: str, output: str | None) -> None:
 
     path = Path(results)
     out = _write_report(path, Path(output) if output else path.with_name("report.xlsx"))
-    click.echo(f"Report: {out}")
+    echo(f"Report: {out}")
 
 
 @cli.command()
@@ -368,7 +375,7 @@ def cleanup(config_path: str | None, include_loadouts: bool) -> None:
     from .session import Session
 
     lines = clean_leftovers(Session(load_config(config_path)), include_loadouts=include_loadouts)
-    click.echo("\n".join(lines) if lines else "Nothing to clean up.")
+    echo("\n".join(lines) if lines else "Nothing to clean up.")
 
 
 @cli.group()
@@ -405,13 +412,13 @@ def loadout_status(name: str | None, config_path: str | None, as_json: bool) -> 
         echo_json(state.to_json())
         return
     if state.models:
-        click.echo(table(["model", "engine", "status", "memory", "detail"],
+        echo(table(["model", "engine", "status", "memory", "detail"],
                          [[m.id, m.engine, m.status, _gib(m.memory_bytes), m.detail] for m in state.models]))
-        click.echo("")
-    click.echo(table(["engine", "running", "started by jarvis", "address", "version"],
+        echo("")
+    echo(table(["engine", "running", "started by jarvis", "address", "version"],
                      [[e.engine, "yes" if e.running else "no", "yes" if e.started_by_jarvis else "no",
                        e.address or "-", e.version or "-"] for e in state.engines]))
-    click.echo("\nGPU: " + ("; ".join(f"{g['name']}: {g['used_mib']} of {g['total_mib']} MiB used"
+    echo("\nGPU: " + ("; ".join(f"{g['name']}: {g['used_mib']} of {g['total_mib']} MiB used"
                                        for g in state.gpu) if state.gpu else "none found"))
 
 
@@ -430,14 +437,14 @@ def loadout_up(name: str, config_path: str | None, force_download: bool, as_json
 
     session = _loadout_session(config_path, name, force_download=force_download)
     session.validate_settings()
-    say = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
+    say = (lambda msg: echo(msg, err=True)) if as_json else echo
     state = up(session, name, loadout_models(session.config, name), say)
     if as_json:
         echo_json(state.to_json())
     else:
         for m in state.models:
             if m.status == "MISSING":
-                click.echo(f"MISSING {m.id}: {m.detail}")
+                echo(f"MISSING {m.id}: {m.detail}")
     if any(m.status in ("error", "MISSING", "unavailable") for m in state.models):
         raise SystemExit(1)
 
@@ -454,14 +461,14 @@ def loadout_down(name: str | None, config_path: str | None, as_json: bool) -> No
     from .state import default_state_dir
 
     config = load_config(config_path)
-    say = (lambda msg: click.echo(msg, err=True)) if as_json else click.echo
+    say = (lambda msg: echo(msg, err=True)) if as_json else echo
     result = down(lambda rid: Session(config, run_id=rid), [name] if name else None, default_state_dir(), say)
     if as_json:
         echo_json(result)
     elif not result["loadouts"]:
-        click.echo("No loadout is up." if name is None else f"Loadout '{name}' is not up.")
+        echo("No loadout is up." if name is None else f"Loadout '{name}' is not up.")
     elif result["memory_released"] is not None:
-        click.echo("GPU memory " + ("is back near its baseline." if result["memory_released"] else
+        echo("GPU memory " + ("is back near its baseline." if result["memory_released"] else
                                     "did NOT come back to its baseline yet."))
 
 
@@ -478,7 +485,7 @@ def _add_plugin_commands() -> None:
 
 class _OneLineWarnings(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.capitalize()}: {record.getMessage()}"
+        return safe(f"{record.levelname.capitalize()}: {record.getMessage()}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .console import safe
 from .engine import EngineSpec
 from .registry import EngineRegistry
 
@@ -179,7 +180,7 @@ def trace_hook_calls(stream: Any = None) -> None:
             shown = f"raised {type(outcome.exception).__name__}: {outcome.exception}"
         else:
             shown = f"-> {_short(outcome.get_result())}"
-        print(f"jarvis trace: {hook_name}{engine} by {names} in {elapsed_ms:.1f} ms {shown}",
+        print(safe(f"jarvis trace: {hook_name}{engine} by {names} in {elapsed_ms:.1f} ms {shown}"),
               file=stream or sys.stderr, flush=True)
 
     _trace_undo = pm.add_hookcall_monitoring(before, after)

@@ -9,6 +9,8 @@ import sys
 import time
 from typing import TextIO
 
+from .console import safe
+
 
 def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
@@ -79,7 +81,7 @@ class Progress:
         if not self.enabled:
             return
         self._clear_line()
-        print(message, file=self.stream, flush=True)
+        print(safe(message), file=self.stream, flush=True)
 
     def task(self, description: str, total: int | None = None, unit: str = "B") -> Task:
         task = Task(self, description, total, unit)
@@ -93,13 +95,13 @@ class Progress:
         if self.interactive:
             if now - task._last_draw >= 0.1:
                 task._last_draw = now
-                self.stream.write("\r\x1b[2K" + task.render())
+                self.stream.write("\r\x1b[2K" + safe(task.render()))  # our own control codes, then safe text
                 self.stream.flush()
             return
         decile = int(10 * task.completed / task.total) if task.total else -1
         if decile > task._last_decile:
             task._last_decile = decile
-            print(task.render(), file=self.stream, flush=True)
+            print(safe(task.render()), file=self.stream, flush=True)
 
     def _finish(self, task: Task, message: str | None) -> None:
         if self._open is task:
@@ -107,7 +109,7 @@ class Progress:
         if not self.enabled:
             return
         self._clear_line()
-        print(message or task.render(), file=self.stream, flush=True)
+        print(safe(message or task.render()), file=self.stream, flush=True)
 
     def _clear_line(self) -> None:
         if self.interactive and self._open is not None:

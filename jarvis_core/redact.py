@@ -29,13 +29,14 @@ __all__ = ["MASK", "redact", "redact_argv", "is_secret_name", "environment_secre
 MASK = "***"
 MIN_SECRET_LENGTH = 4
 
-#: A name that holds a credential: key, secret, password, token (but not "tokens" or "tokenizer": counts and models).
-_SECRET_NAME = re.compile(r"key|secret|passw(?:or)?d|token(?!s|iz|is)", re.IGNORECASE)
+#: A name that holds a credential: key, secret, password, token (but not "tokens", "tokenizer" or "token_source":
+#: counts, models and where a count came from).
+_SECRET_NAME = re.compile(r"key|secret|passw(?:or)?d|token(?!s|iz|is|_source|_count|_len|_usage)", re.IGNORECASE)
 #: Environment values that are never taken for secrets, whatever the variable's name.
 _NOT_SECRET_VALUES = frozenset({"true", "false", "none", "null", "unset", "yes", "no", "on", "off", "auto", "default"})
 
 #: Anything that could need structural redaction; text without it skips every pattern below.
-_HINT = re.compile(r"key|token(?!s|iz|is)|secret|passw|authoriz|bearer|@", re.IGNORECASE)
+_HINT = re.compile(r"key|token(?!s|iz|is|_source|_count|_len|_usage)|secret|passw|authoriz|bearer|@", re.IGNORECASE)
 
 #: One shell word: quoted parts, escapes and plain characters, up to unquoted whitespace.
 _WORD = r"""(?:'[^']*'|"(?:[^"\\]|\\.)*"|\\.|[^\s'"\\])+"""
@@ -47,7 +48,7 @@ _ASSIGNMENT = re.compile(r"([A-Za-z_][\w.-]*)=(.*)", re.DOTALL)
 
 #: Ahead of a name: a secret word within its next 64 name characters (so a match never swallows a secret option as
 #: the value of an ordinary one).
-_SECRET_AHEAD = r"(?=[\w.-]{0,63}?(?i:key|secret|passw(?:or)?d|token(?!s|iz|is)))"
+_SECRET_AHEAD = r"(?=[\w.-]{0,63}?(?i:key|secret|passw(?:or)?d|token(?!s|iz|is|_source|_count|_len|_usage)))"
 #: `--api-key X`, `--token=X` in plain text (a quoted value is one value).
 _FLAG_TEXT = re.compile(r"(?<![\w-])(--?" + _SECRET_AHEAD + r"[A-Za-z][\w.-]{0,63})(=|[ \t]+)(?!--)(" + _VALUE + ")",
                         re.DOTALL)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .metrics import STAT_FIGURES, Stats, stats
+from .redact import redact
 
 
 class Status(str, Enum):
@@ -110,7 +111,9 @@ class ResultsWriter:
         self._pending: list[str] | None = None
 
     def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+        # Redacted as a whole line: a credential in any field (an engine's error quoting its command line, a URL
+        # with user-info) never reaches the file, nor the workbook built from it.
+        line = redact(json.dumps(record, ensure_ascii=False, default=str)) + "\n"
         with self._lock:
             if self._pending is not None:
                 self._pending.append(line)
