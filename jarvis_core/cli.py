@@ -32,7 +32,31 @@ class CLIError(click.ClickException):
 
 
 class JarvisGroup(click.Group):
-    """Turns domain errors into one line on stderr with their exit code; anything unexpected too, unless debugging."""
+    """Turns domain errors into one line on stderr with their exit code; anything unexpected too, unless debugging.
+    Usage errors are one line too (click's own form takes three), and Ctrl-C anywhere is "Interrupted." and 130."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            where = f"jarvis {exc.ctx.command_path.split(' ', 1)[1]} --help" if exc.ctx and " " in \
+                exc.ctx.command_path else "jarvis --help"
+            echo(f"Error: {exc.format_message()} (see {where})", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            echo(f"Error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            echo("Interrupted.", err=True)
+            sys.exit(130)
+        except OSError as exc:  # a closed stdout (jarvis ... | head) and the like
+            if debug_enabled():
+                raise
+            sys.exit(1 if not isinstance(exc, BrokenPipeError) else 0)
+        sys.exit(0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -149,7 +173,7 @@ def resolve(model_id: str, config_path: str | None, as_json: bool) -> None:
               help="Test setups file (default: ./test_setups.yaml).")
 @config_option
 @click.option("--setup", "selected", multiple=True, help="Run only this setup (repeatable).")
-@click.option("--output", "output", type=click.Path(file_okay=False), default=None,
+@click.option("--output", "output", type=click.Path(), default=None,
               help="Folder for results.jsonl and report.xlsx (default: output_dir/<time>).")
 @click.option("--force-download", is_flag=True, help="Download missing models instead of marking them MISSING.")
 @click.option("--repeat", type=click.IntRange(1, 10_000), default=None, help="Timed repetitions of every test.")
@@ -170,7 +194,7 @@ def run(setups_path: str | None, config_path: str | None, selected: tuple[str, .
     from .config import load_config
     from .errors import UsageError
     from .plan import build_plan
-    from .results import read_results
+    from .results import BadLines, read_results
     from .runner import Runner, done_keys, done_levels, exit_code, summary_table
     from .session import Session
     from .setups import find_setups, load_suite
@@ -187,8 +211,11 @@ def run(setups_path: str | None, config_path: str | None, selected: tuple[str, .
         selected = selected or tuple(first.get("selected_setups") or ())
         repeat = repeat or first.get("repeat")
         force_download = force_download or bool(first.get("force_download"))
-        done = done_keys(results)
+        bad = BadLines()
+        done = done_keys(results, bad)
         levels = done_levels(results)
+        if bad:
+            echo(f"Warning: {bad.describe(results)}; those samples are measured again", err=True)
     config = load_config(config_path)
     suite = load_suite(find_setups(setups_path))
     chosen = suite.setups
@@ -204,6 +231,10 @@ def run(setups_path: str | None, config_path: str | None, selected: tuple[str, .
     plan = build_plan(session, suite, chosen, repeat=repeat)
     if not resume:
         out_dir = Path(output) if output else config.output_dir / time.strftime("%Y%m%d-%H%M%S")
+        if (out_dir / "results.jsonl").exists():
+            raise UsageError(f"{out_dir} already holds the results of an earlier run; continue that run with "
+                             f"`jarvis run --resume {out_dir}`, or give a new folder with --output.")
+    prepare_output(out_dir)
     say = (lambda msg: echo(msg, err=True)) if as_json else echo
     runner = Runner(session, suite, out_dir, repeat=repeat, say=say, done=done, done_levels=levels)
     rows, report = _campaign(session, runner, plan)
@@ -258,7 +289,7 @@ def _campaign(session: Any, runner: Any, plan: Any) -> tuple[list[Any], Any]:
 @click.option("--prompt-tokens", type=int, default=128, show_default=True, help="Synthetic prompts of about N tokens.")
 @click.option("--output-tokens", type=int, default=None, help="Pin answers to M tokens where the engine allows it.")
 @click.option("--slo", default=None, help="Bounds per request for goodput and capacity: ttft=500ms,itl=50ms,e2e=10s.")
-@click.option("--output", type=click.Path(file_okay=False), default=None,
+@click.option("--output", type=click.Path(), default=None,
               help="Folder for results.jsonl and report.xlsx (default: output_dir/bench-<time>).")
 @click.option("--force-download", is_flag=True, help="Download the model if missing instead of reporting MISSING.")
 @config_option
@@ -314,6 +345,9 @@ def bench(model_id: str, concurrency: str | None, rate: str | None, sweep: bool,
     session.validate_settings()
     plan = build_plan(session, suite, suite.setups)
     out_dir = Path(output) if output else config.output_dir / time.strftime("bench-%Y%m%d-%H%M%S")
+    if (out_dir / "results.jsonl").exists():
+        raise UsageError(f"{out_dir} already holds the results of an earlier run; give a new folder with --output.")
+    prepare_output(out_dir)
     runner = Runner(session, suite, out_dir, say=(lambda m: echo(m, err=True)) if as_json else echo,
                     missing_fix=f"jarvis bench {model_id} --force-download")
     _, report = _campaign(session, runner, plan)
@@ -342,19 +376,41 @@ def bench(model_id: str, concurrency: str | None, rate: str | None, sweep: bool,
     raise SystemExit(0 if measured and any(r.get("requests_ok") for r in measured) else 1)
 
 
+def prepare_output(out_dir: Any) -> None:
+    """Make the results folder, or say in one line why it cannot be: a file, under a file, not writable, a device."""
+    import tempfile
+
+    from .errors import UsageError
+
+    try:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise NotADirectoryError(20, "it is a file, not a folder")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        raise UsageError(f"Cannot write results to {out_dir}: {exc.strerror or exc}; give a writable folder with "
+                         f"--output.") from None
+
+
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
 def _write_report(results: Any, out: Any) -> Any:
     from .report import write_report
+    from .results import BadLines
 
-    return write_report(results, out)
+    bad = BadLines()
+    written = write_report(results, out, bad)
+    if bad:
+        echo(f"Warning: {bad.describe(results)}", err=True)
+    return written
 
 
 @cli.command()
 @click.argument("results", type=click.Path(dir_okay=False, exists=True))
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+@click.option("-o", "--output", type=click.Path(), default=None,
               help="Workbook to write (default: report.xlsx beside the results).")
 def report(results: str, output: str | None) -> None:
     """Rebuild the Excel report from a results.jsonl."""

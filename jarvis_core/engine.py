@@ -1,7 +1,7 @@
 """The values that flow through the engine hooks: what a plugin declares, receives and returns.
 
 Everything here is plain data. Plugins build these objects; the core reads them. Times are nanoseconds on
-one monotonic clock, `time.perf_counter_ns()`, as `../shared/reference/metrics.md` prescribes.
+one monotonic clock, `time.perf_counter_ns()`, as docs/metrics.md defines.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """HTTP plumbing shared by engine plugins: a client for local engines, one pooled client per address, and line
 streaming with arrival stamps.
 
-Stamps follow metrics.md: a line gets the `perf_counter_ns()` of the network read that completed it, taken before
+Stamps follow docs/metrics.md: a line gets the `perf_counter_ns()` of the network read that completed it, taken before
 any parsing, so JSON decoding never leaks into TTFT.
 """
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from . import processes
-from .errors import EngineError, EngineUnavailableError
+from .errors import EngineError, EngineTimeoutError, EngineUnavailableError
 from .http import close_shared
 from .redact import redact as redact_text
 from .redact import redact_argv
@@ -59,7 +59,7 @@ def launch(ctx: EngineContext, command: Sequence[str], *, what: str, log_name: s
            **data: Any) -> Launched:
     """Start `command` as `what` and wait until `ready()` is true; the record carries `address` and `data`.
 
-    `timeout` defaults to `timeouts.start`. `redact` (default: the core's, which removes secret-looking flag values,
+    `timeout` defaults to the engine's `start_timeout` setting, else `timeouts.start`. `redact` (default: the core's, which removes secret-looking flag values,
     URL user-info and secret-named environment values) is applied to every text quoted from the command or the log;
     `explain(log_tail)` may return a hint for a failure (a known error in the log); `progress_line()` adds a word
     to the "still waiting" notes (the log's last line, say).
@@ -112,7 +112,7 @@ def await_ready(ctx: EngineContext, *, what: str, ready: Callable[[], bool], ali
     """Wait until `ready()`; `alive()` returns why the server died (ends the wait at once), else None, and is asked
     at most every `alive_every` seconds (a container's check is an API call). Notes progress every NOTE_EVERY_S
     seconds; raises EngineTimeoutError or EngineError. Returns the seconds waited."""
-    limit = timeout if timeout is not None else ctx.config.timeouts.start
+    limit = timeout if timeout is not None else start_timeout(ctx)
     next_note = [NOTE_EVERY_S]
     last_check = [float("-inf")]
 
@@ -132,9 +132,22 @@ def await_ready(ctx: EngineContext, *, what: str, ready: Callable[[], bool], ali
 
     try:
         return processes.wait_until_ready(ready, timeout=limit, what=what, alive=checked_alive, on_wait=on_wait)
+    except EngineTimeoutError:
+        key = f"engines.{ctx.engine}.start_timeout" if getattr(ctx.settings, "start_timeout", None) and \
+            timeout is None else "timeouts.start"
+        raise EngineTimeoutError(f"{what} was not ready after {limit:g} s; raise {key} in config.yaml if it needs "
+                                 f"longer.", engine=ctx.engine) from None
     except EngineError as exc:
         exc.engine = ctx.engine
         raise
+
+
+def start_timeout(ctx: EngineContext) -> float:
+    """How long an engine may take to start: its own `start_timeout` setting where it has one (Ollama binds in
+    seconds, vLLM may load for minutes), else `timeouts.start`."""
+    own = getattr(ctx.settings, "start_timeout", None)
+    return float(own) if isinstance(own, (int, float)) and not isinstance(own, bool) and own > 0 else \
+        ctx.config.timeouts.start
 
 
 def exit_reason(record: Record) -> str | None:

@@ -1,4 +1,4 @@
-"""Every reported figure, defined once (metrics.md): per-request figures from an InferResult, and statistics over
+"""Every reported figure, defined once (docs/metrics.md): per-request figures from an InferResult, and statistics over
 repetitions with linearly interpolated percentiles.
 """
 
@@ -45,7 +45,7 @@ def _seconds(a: int | None, b: int | None) -> float | None:
 
 
 def figures(result: InferResult) -> dict[str, Any]:
-    """The per-request figures of metrics.md, in seconds and tokens/s; None where undefined."""
+    """The per-request figures of docs/metrics.md, in seconds and tokens/s; None where undefined."""
     n = result.output_tokens
     ttft = _seconds(result.t_send, result.t_first_token) if result.stream else None
     e2e = _seconds(result.t_send, result.t_last_token)

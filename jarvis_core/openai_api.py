@@ -1,6 +1,6 @@
 """A client for OpenAI-compatible chat servers (vLLM, llama.cpp's server, and others), shared by engine plugins.
 
-It measures as metrics.md says: TTFT ends at the first chunk with non-empty content or reasoning text (never at the
+It measures as docs/metrics.md says: TTFT ends at the first chunk with non-empty content or reasoning text (never at the
 empty role chunk), SSE comments and keep-alive lines are skipped without ending the stream, an error event inside the
 stream becomes an error result, and token counts come from `usage` when the server sends it, else from counted
 chunks flagged as estimated.
@@ -58,7 +58,7 @@ def chat(client: httpx.Client, model: str, request: ChatRequest, *, path: str = 
     clock = time.perf_counter_ns
 
     def trace(event: str, info: Any) -> None:
-        # metrics.md: t_send is "request written". httpcore reports when the body is on the wire; stamping before
+        # docs/metrics.md: t_send is "request written". httpcore reports when the body is on the wire; stamping before
         # the call would also count httpx building the request and, on a fresh connection, the TCP connect.
         if event == "http11.send_request_body.complete":
             result.t_send = clock()

@@ -34,7 +34,7 @@ from typing import Any, Iterable, Iterator
 
 from .errors import JarvisError, UsageError
 from .metrics import DEFINITIONS, STAT_FIGURES, STAT_NAMES, Stats
-from .results import STATUSES, SummaryRow, read_results, summarize
+from .results import STATUSES, BadLines, SummaryRow, read_results, summarize
 
 #: Statistics shown in Summary per figure (all for TTFT and decode rate; a figure missing here gets DEFAULT_STATS).
 SUMMARY_STATS: dict[str, tuple[str, ...]] = {
@@ -398,14 +398,14 @@ class _Slim(Mapping):
         return len(self._layout)
 
 
-def _scan(results_path: Path) -> _Scan:
+def _scan(results_path: Path, bad: BadLines | None = None) -> _Scan:
     """First pass: the summary rows, plus the run, engine and end records and sample counts."""
     scan = _Scan([], None, [], None, 0, Counter())
     layouts: dict[tuple[str, ...], dict[str, int]] = {}
     intern = sys.intern
 
     def slim() -> Iterator[Mapping[str, Any]]:
-        for record in read_results(results_path):
+        for record in read_results(results_path, bad):
             kind = record.get("type")
             if kind == "sample":
                 scan.samples += 1
@@ -617,17 +617,18 @@ def _write_definitions(book: _Book, load_columns: tuple[Column, ...] | None = No
 # ---------------------------------------------------------------------------------------------------------- entry
 
 
-def write_report(results_path: Path, out_path: Path) -> Path:
+def write_report(results_path: Path, out_path: Path, bad: BadLines | None = None) -> Path:
     """Build report.xlsx at `out_path` from the results file at `results_path`; returns `out_path`.
 
-    Copes with an empty or torn results file, records whose figures are None, and cells without samples.
+    Copes with an empty or torn results file, records whose figures are None, and cells without samples; lines it
+    cannot read are skipped and noted in `bad` (line numbers).
     """
     from .report_load import write_load_sheet
 
     results_path, out_path = Path(results_path), Path(out_path)
     if not results_path.is_file():
         raise UsageError(f"no results file at {results_path}: give the results.jsonl a run wrote")
-    scan = _scan(results_path)
+    scan = _scan(results_path, bad)
     book = _Book()
     widths = _write_summary(book, scan, results_path)
     _write_charts(book, scan)
@@ -635,9 +636,17 @@ def write_report(results_path: Path, out_path: Path) -> Path:
     load_columns = write_load_sheet(book, results_path)
     _write_environment(book, scan, results_path)
     _write_definitions(book, load_columns)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".part")
-    book.save(tmp)
+    try:
+        if out_path.is_dir():
+            raise IsADirectoryError(21, "is a folder")
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        book.save(tmp)
+    except OSError as exc:
+        if tmp.parent.is_dir():
+            tmp.unlink(missing_ok=True)
+        raise UsageError(f"Cannot write the report to {out_path}: {exc.strerror or exc}; give another path with -o "
+                         f"(the results in {results_path} are safe).") from None
     try:
         tmp.replace(out_path)
     except PermissionError:  # Windows: the old workbook is open in Excel

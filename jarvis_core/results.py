@@ -16,6 +16,7 @@ over its warm samples.
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 from collections import defaultdict
@@ -50,6 +51,9 @@ class Status(str, Enum):
 
 
 STATUSES = tuple(s.value for s in Status)
+
+#: The layout of results.jsonl (docs/results.md), in the `run` record's `schema`. Files without it are version 1.
+RESULTS_SCHEMA = 2
 
 
 def now_iso() -> str:
@@ -107,6 +111,8 @@ class ResultsWriter:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(path, "a", encoding="utf-8")
+        if self._fh.tell() > 0 and not _ends_with_newline(path):
+            self._fh.write("\n")  # a torn last line (a crash mid-write) is never glued to the next record
         self._lock = threading.Lock()
         self._pending: list[str] | None = None
 
@@ -154,19 +160,81 @@ class ResultsWriter:
         self._fh.close()
 
 
-def read_results(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of a results file. A torn last line (a crash mid-write) is skipped."""
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
+
+
+class BadLines(list):
+    """Line numbers (and why) of the lines `read_results` skipped."""
+
+    def describe(self, path: Path | str) -> str:
+        shown = ", ".join(f"{n} ({why})" for n, why in self[:5]) + (f" and {len(self) - 5} more" if len(self) > 5 else "")
+        return f"skipped {len(self)} unreadable line{'s' if len(self) != 1 else ''} of {path}: {shown}"
+
+
+#: Record fields whose values must be numbers (or null) where present; anything else makes the line unreadable.
+_NUMERIC = ("repetition", "ttfb_s", "ttft_s", "e2e_s", "itl_s", "decode_tps", "overall_tps", "output_tokens",
+            "prompt_tokens", "cold_start_s", "load_s", "output_tps", "request_rate", "goodput_rps", "client_cpu",
+            "requests_ok", "requests_error", "concurrency", "rate", "queue_wait_s", "send_lag_s")
+_TEXT = ("type", "setup", "model", "engine", "test", "status", "reason")
+
+
+def _problem(record: Any) -> str | None:
+    """Why a parsed line cannot be used as a record, or None."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if not isinstance(record.get("type"), str):
+        return "no record type"
+    for key in _TEXT:
+        if key in record and record[key] is not None and not isinstance(record[key], str):
+            return f"{key} is not text"
+    for key in _NUMERIC:
+        value = record.get(key)
+        if isinstance(value, dict) and record["type"] == "load_level":  # percentiles: {"p50": ..., "p90": ...}
+            values = list(value.values())
+        elif value is None:
+            continue
+        else:
+            values = [value]
+        for item in values:
+            if item is None:
+                continue
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                return f"{key} is not a number"
+            if isinstance(item, float) and not math.isfinite(item):
+                if value is item:
+                    record[key] = None  # NaN or infinity: a figure that could not be computed, shown as none
+                continue
+            if abs(item) > 1e15:
+                return f"{key} is out of range"
+    if record["type"] == "sample" and record.get("status") not in STATUSES:
+        return "unknown status"
+    return None
+
+
+def read_results(path: Path, bad: BadLines | None = None) -> Iterator[dict[str, Any]]:
+    """The records of a results file. A line that is not a readable record (a torn last line after a crash, invalid
+    UTF-8, wrong types, absurd numbers, nesting too deep) is skipped and, when `bad` is given, noted there with its
+    line number."""
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            raw = raw.strip()
+            if not raw:
                 continue
             try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
+                record = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                why: str | None = "not UTF-8"
+            except (ValueError, RecursionError):
+                why = "not JSON (torn or edited)"
+            else:
+                why = _problem(record)
+            if why is None:
                 yield record
+            elif bad is not None:
+                bad.append((number, why))
 
 
 @dataclass

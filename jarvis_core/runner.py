@@ -21,13 +21,24 @@ from typing import Any, Callable, Iterator
 from . import __version__, lifecycle
 from .engine import ChatRequest, Detection, InferResult, Message, StartResult
 from .gpu import gpu_memory, wait_for_release
+from .http import close_shared
 from .errors import EngineUnavailableError, JarvisError, ModelMissingError
 from .load import Level
 from .loadrun import run_profile
 from .metrics import figures
 from .modelid import ModelRef
 from .plan import PlannedModel, PlannedSetup, SampleKey
-from .results import ResultsWriter, Sample, Status, SummaryRow, now_iso, read_results, summarize
+from .results import (
+    RESULTS_SCHEMA,
+    BadLines,
+    ResultsWriter,
+    Sample,
+    Status,
+    SummaryRow,
+    now_iso,
+    read_results,
+    summarize,
+)
 from .session import Session
 from .setups import Suite, TestCase
 from .warmup import warmup_request
@@ -61,7 +72,7 @@ class Runner:
 
     def run(self, plan: list[PlannedSetup], argv: list[str] | None = None) -> list[SummaryRow]:
         self._writer = ResultsWriter(self.results_path)
-        self._write({"type": "run", **environment(self.session, self.suite, argv),
+        self._write({"type": "run", "schema": RESULTS_SCHEMA, **environment(self.session, self.suite, argv),
                      "selected_setups": [p.setup.name for p in plan], "repeat": self.repeat,
                      "resumed": bool(self.done)})
         try:
@@ -72,9 +83,10 @@ class Runner:
                 self._teardown(keep=following.engines if following else frozenset())
         except KeyboardInterrupt:
             self.interrupted = True
+            close_shared()  # the interrupted request's connection first: no engine keeps answering into it
             self.say("Interrupted: stopping what Jarvis started and keeping what was measured.")
         finally:
-            with shielded_from_interrupts():
+            with shielded_from_interrupts(self.say):
                 self._teardown(keep=frozenset())
                 self._write({"type": "end", "ended_at": now_iso(), "interrupted": self.interrupted})
                 self._writer.close()
@@ -260,6 +272,7 @@ class Runner:
     def _stop(self, engine: str) -> None:
         # The engine stays active until its stop has returned: an interrupt in the middle of stopping leaves it for
         # the final (shielded) teardown to stop again.
+        self.say(f"  stopping {engine} (up to {self.session.config.timeouts.stop:g} s) ...")
         try:
             result = self.session.stop(engine)
         except (JarvisError, OSError) as exc:
@@ -276,13 +289,19 @@ class Runner:
 
 
 @contextmanager
-def shielded_from_interrupts() -> Iterator[None]:
-    """Ignore Ctrl-C and SIGTERM while tearing down: a second Ctrl-C must not leave an engine running."""
+def shielded_from_interrupts(say: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM off while tearing down, so a second Ctrl-C cannot leave an engine running; each one
+    is answered with a line saying why Jarvis is still busy."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+
+    def still_busy(signum: int, frame: Any) -> None:
+        if say is not None:
+            say("  still stopping what Jarvis started; it ends by itself (engines left running would hold the GPU)")
+
     signals = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGBREAK] if hasattr(signal, "SIGBREAK") else [])
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in signals}
+    previous = {sig: signal.signal(sig, still_busy) for sig in signals}
     try:
         yield
     finally:
@@ -322,10 +341,10 @@ def done_levels(results_path: Path) -> set[tuple[Any, ...]]:
             for r in read_results(results_path) if r.get("type") == "load_level" and "status" not in r}
 
 
-def done_keys(results_path: Path) -> set[SampleKey]:
-    """Samples already measured in a results file, for --resume."""
+def done_keys(results_path: Path, bad: BadLines | None = None) -> set[SampleKey]:
+    """Samples already measured in a results file, for --resume (unreadable lines noted in `bad`)."""
     return {SampleKey(r.get("setup"), r.get("model"), r.get("test"), r.get("repetition"))
-            for r in read_results(results_path) if r.get("type") == "sample"}
+            for r in read_results(results_path, bad) if r.get("type") == "sample"}
 
 
 def exit_code(rows: list[SummaryRow], strict: bool, results_path: Path | None = None) -> int:

@@ -32,7 +32,7 @@ from . import server
 from .models import known_model, model_file
 from .settings import LlamaCppSettings
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 ENGINE = server.ENGINE
 PREFIXES = ("lc_", "llamacpp:")

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
         WarmupResult,
     )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 ENGINE = "ollama"
 PREFIXES = ("ol_",)
@@ -101,6 +101,9 @@ def is_available(ctx: EngineContext, model: ModelRef) -> Availability:
         return Availability(present=True, revision=found.digest, capabilities=found.capabilities(),
                             memory_bytes=found.size or None,
                             detail=f"on disk in {found.models_dir} (Ollama is not running)")
+    holder = server.port_holder(settings)
+    if holder is not None:  # not MISSING: what is wrong is the program on Ollama's port, not the model
+        raise EngineError(server.port_taken_message(settings, holder), engine=ENGINE)
     where = ", ".join(str(d) for d in dirs)
     return Availability(present=False, fix=fix, detail=f"not on disk in {where} (Ollama is not running; set "
                                                        f"OLLAMA_MODELS or engines.ollama.models_dir if it is elsewhere)")
@@ -152,12 +155,10 @@ def warmup(ctx: EngineContext, model: ModelRef) -> WarmupResult:
 
 @hookimpl
 def infer(ctx: EngineContext, model: ModelRef, request: ChatRequest) -> InferResult:
-    from jarvis_core.api import shared_client
-
     from . import client, loading
 
     settings: OllamaSettings = ctx.settings
-    http = shared_client(settings.url)  # a warm connection: no TTFT pays for a new client or a connect
+    http = client.shared(settings.url)  # a warm connection: no TTFT pays for a new client or a connect
     try:
         loading.note_first_use(ctx, http, model.name)
     except OSError:  # the state file could not be written: measuring goes on, and stop cannot unload it

@@ -1,6 +1,6 @@
-"""Ollama's native REST API (engines.md §1): liveness, models on disk and in memory, load/unload, pull and chat.
+"""Ollama's native REST API (`/api/...`): liveness, models on disk and in memory, load/unload, pull and chat.
 
-Chat follows metrics.md, as `jarvis_core.openai_api` does: `t_send` is when the request body is on the wire (httpx
+Chat follows docs/metrics.md, as `jarvis_core.openai_api` does: `t_send` is when the request body is on the wire (httpx
 trace), over the core's one pooled client per server (`shared_client` from `jarvis_core.api`); every NDJSON line is
 stamped on arrival, before parsing; the first token is the first line with non-empty `message.content` or
 `message.thinking`; token counts are the server's (`eval_count`). An error line inside a stream, a stream that ends
@@ -22,6 +22,7 @@ from jarvis_core.api import (
     error_message,
     make_client,
     read_stamped,
+    shared_client,
     stamped_lines,
 )
 
@@ -45,9 +46,40 @@ class OllamaAPIError(Exception):
         super().__init__(f"HTTP {status}: {message}" if status >= 400 else message)
 
 
+# Basic authentication for servers whose address carried user information (`https://user:password@proxy`), by
+# address: the address itself (settings.url, records, messages) never carries it.
+_authorization: dict[str, str] = {}
+
+
+def authorize(url: str, userinfo: str | None) -> None:
+    """Send `userinfo` (`user:password`, percent-encoded as in a URL) as basic authentication to the server at
+    `url` from now on. None changes nothing."""
+    if not userinfo:
+        return
+    from urllib.parse import unquote
+
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii")
+    _authorization[url] = f"Basic {token}"
+
+
+def auth_headers(url: str) -> dict[str, str] | None:
+    found = _authorization.get(url)
+    return {"Authorization": found} if found else None
+
+
 def client_for(url: str, timeout: float = 300.0) -> httpx.Client:
     """A new client, for one-off calls (probes, pulls, unloads); close it after use."""
-    return make_client(url, timeout=timeout, connect_timeout=min(5.0, timeout))
+    return make_client(url, timeout=timeout, connect_timeout=min(5.0, timeout), headers=auth_headers(url))
+
+
+def shared(url: str) -> httpx.Client:
+    """The core's pooled keep-alive client of `url` (`shared_client`), carrying the server's authentication."""
+    client = shared_client(url)
+    found = _authorization.get(url)
+    if found and client.headers.get("Authorization") != found:
+        client.headers["Authorization"] = found
+    return client
 
 
 def version(client: httpx.Client, timeout: float = 2.0) -> str | None:
@@ -231,8 +263,8 @@ def chat(client: httpx.Client, model: str, request: ChatRequest, *, keep_alive: 
     clock = time.perf_counter_ns
 
     def trace(event: str, info: Any) -> None:
-        # metrics.md: t_send is "request written", stamped as jarvis_core.openai_api does: when httpcore has put the
-        # body on the wire, so building the request and, on a fresh connection, the TCP connect stay out of TTFT.
+        # docs/metrics.md: t_send is "request written", stamped as jarvis_core.openai_api does: when httpcore has put
+        # the body on the wire, so building the request and, on a fresh connection, the TCP connect stay out of TTFT.
         if event == "http11.send_request_body.complete":
             result.t_send = clock()
 

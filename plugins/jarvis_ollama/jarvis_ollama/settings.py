@@ -1,8 +1,12 @@
 """The `engines.ollama` section of config.yaml, and how Ollama's own environment variables override it.
 
-`OLLAMA_HOST` is read the way the `ollama` program reads it (engines.md §1.9): `host`, `host:port` or
+`OLLAMA_HOST` is read the way the `ollama` program reads it (its `envconfig`): `host`, `host:port` or
 `scheme://host:port[/path]`; without a port the default is 11434, or 80/443 when `http://`/`https://` is written.
 A server bound to every interface (`0.0.0.0`, `::`, empty host) is reached at 127.0.0.1.
+
+User information in the address (`https://user:password@ollama-proxy:443`, for a server behind a proxy that asks
+for basic authentication) is never part of `url`, which is shown and recorded: it is kept apart and sent as basic
+authentication by the plugin's clients, and kept out of every message (through the core's `redact`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, NamedTuple
 
-from jarvis_core.api import ConfigError
+from jarvis_core.api import ConfigError, bounded
 
 DEFAULT_PORT = 11434
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
@@ -27,6 +31,8 @@ class HostAddress(NamedTuple):
     """As written (an IPv6 address without brackets)."""
     port: int
     path: str
+    userinfo: str | None = None
+    """`user:password` written before the host, never part of `url` (sent as basic authentication)."""
 
     @property
     def connect_host(self) -> str:
@@ -46,9 +52,27 @@ class HostAddress(NamedTuple):
         return f"{host}:{self.port}"
 
 
-def parse_host(value: str) -> HostAddress:
-    """Parse an OLLAMA_HOST-style address; raises ValueError with the expected forms."""
+def split_userinfo(value: str) -> tuple[str, str | None]:
+    """An address without its user information (`user:password@`), and that information (None when absent)."""
     text = value.strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    authority, slash, path = rest.partition("/")
+    if "@" not in authority:
+        return text, None
+    userinfo, _, host = authority.rpartition("@")
+    return f"{scheme}{sep}{host}{slash}{path}", userinfo
+
+
+def parse_host(value: str) -> HostAddress:
+    """Parse an OLLAMA_HOST-style address; raises ValueError with the expected forms (never quoting user
+    information: it is shown as `***@`)."""
+    bare, userinfo = split_userinfo(value)
+    if userinfo is not None:
+        scheme_part, sep, rest = bare.partition("://")
+        value = f"{scheme_part}{sep}***@{rest}" if sep else f"***@{bare}"
+    text = bare.strip()
     scheme, sep, hostport = text.partition("://")
     default_port = DEFAULT_PORT
     if not sep:
@@ -80,7 +104,7 @@ def parse_host(value: str) -> HostAddress:
         port = default_port
     if host and not re.fullmatch(r"[A-Za-z0-9._:%-]+", host):
         raise ValueError(f"'{value}' has host '{host}', which is not a host name or IP address")
-    return HostAddress(scheme, host or "", port, path.strip("/"))
+    return HostAddress(scheme, host or "", port, path.strip("/"), userinfo or None)
 
 
 def normalize_keep_alive(value: int | str) -> int | str:
@@ -114,8 +138,14 @@ class OllamaSettings:
     """Requests a server Jarvis starts serves at once per loaded model (`OLLAMA_NUM_PARALLEL` in its environment; it
     wins over an OLLAMA_NUM_PARALLEL Jarvis itself runs with). None leaves the server's environment as it is. It cannot
     change a server that is already running."""
+    start_timeout: float | None = bounded(60.0, above=0, high=604_800,
+                                          expected="seconds above 0, at most 604800 (a week), or null")
+    """Seconds `ollama serve` may take to answer: it binds in seconds (loading a model is warmup's, under
+    timeouts.start), so a hung one must not hold a campaign for the global `timeouts.start`; None uses that."""
     serve_host: str = field(default="", init=False, repr=False)
     """Derived: the OLLAMA_HOST value a server Jarvis starts listens on."""
+    credentials: str | None = field(default=None, init=False, repr=False, compare=False)
+    """Derived: `user:password` from the address, sent as basic authentication; never shown."""
 
     def __post_init__(self) -> None:
         try:
@@ -124,6 +154,7 @@ class OllamaSettings:
             raise ValueError(f"url {exc}") from None
         self.url = address.url
         self.serve_host = address.bind
+        self._authorize(address)
         if isinstance(self.keep_alive, str) and not _GO_DURATION.match(self.keep_alive.strip()) \
                 and not re.fullmatch(r"-?\d+", self.keep_alive.strip()):
             raise ValueError(f"keep_alive '{self.keep_alive}' is neither seconds nor a duration such as '5m' "
@@ -140,9 +171,26 @@ class OllamaSettings:
     def address(self) -> HostAddress:
         return parse_host(self.url)
 
+    def _authorize(self, address: HostAddress) -> None:
+        """Keep the address's user information apart from `url`, and have the plugin's clients of `url` send it."""
+        from .client import authorize
+
+        self.credentials = address.userinfo
+        authorize(address.url, address.userinfo)
+
+    def secrets(self) -> list[str]:
+        """What must never appear in any text the plugin produces: the address's user information (and password)."""
+        if not self.credentials:
+            return []
+        from urllib.parse import unquote
+
+        password = self.credentials.partition(":")[2]
+        return [s for s in (self.credentials, password, unquote(password)) if s]
+
     def apply_environment(self, environ: Mapping[str, str]) -> OllamaSettings:
         """`OLLAMA_HOST` and `OLLAMA_MODELS` win over config.yaml, as they do for the `ollama` program itself."""
         changed = dataclasses.replace(self)
+        changed.credentials = self.credentials  # not an init field: replace() leaves it out
         host = environ.get("OLLAMA_HOST", "").strip()
         if host:
             try:
@@ -152,6 +200,7 @@ class OllamaSettings:
                                   f"example 127.0.0.1:11434", source="environment") from None
             changed.url = address.url
             changed.serve_host = address.bind
+            changed._authorize(address)
         models = environ.get("OLLAMA_MODELS", "").strip()
         if models:
             changed.models_dir = Path(models).expanduser()

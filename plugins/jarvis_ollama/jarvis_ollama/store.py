@@ -1,4 +1,4 @@
-"""Models on disk, read while the server is down (engines.md §1.10): a model is present when its manifest exists and
+"""Models on disk, read while the server is down: a model is present when its manifest exists and
 every blob it references is there; an interrupted download (missing or `-partial` blob) is not a model.
 
     <models_dir>/manifests/<host>/<namespace>/<model>/<tag>     JSON, schemaVersion 2

@@ -7,8 +7,9 @@ Heavy dependencies (docker, huggingface_hub, httpx) are imported inside the func
 
 from __future__ import annotations
 
+import functools
 from contextlib import closing
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from jarvis_core.api import (
     Availability,
@@ -16,6 +17,7 @@ from jarvis_core.api import (
     Detection,
     EngineError,
     EngineSpec,
+    EngineUnavailableError,
     InferResult,
     ModelMissingError,
     StartResult,
@@ -33,13 +35,40 @@ if TYPE_CHECKING:
 
     from .hfcache import CacheCheck
 
-__all__ = ["ModelSettings", "VllmSettings", "PREFIXES"]
+__version__ = "0.2.0"
+
+__all__ = ["ModelSettings", "VllmSettings", "PREFIXES", "__version__"]
 
 PREFIXES = ("vllm:", "vl_")
 
 
 def _fix(name: str) -> str:
     return f"rerun with --force-download, or `hf download {name}`"
+
+
+_Hook = TypeVar("_Hook", bound=Callable[..., Any])
+
+
+def _redacted(hook: _Hook) -> _Hook:
+    """Every text a hook hands back (its result's words, the message of what it raises) goes through the core's
+    `redact` with this engine's secrets (HF token, secret-named environment values, `--api-key` values in
+    extra_args, user information in url and docker_host), whatever its source: Docker's errors, the log, httpx."""
+
+    @functools.wraps(hook)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:  # pluggy passes the arguments by position, callers here by name
+        ctx = args[0] if args else kwargs["ctx"]
+        try:
+            secrets = _settings(ctx).secrets()
+        except Exception:  # settings that cannot even be built: the hook says why
+            return hook(*args, **kwargs)
+        try:
+            result = hook(*args, **kwargs)
+        except Exception as exc:
+            common.redact_exception(exc, secrets)
+            raise
+        return common.redact_result(result, secrets)
+
+    return wrapper  # type: ignore[return-value]
 
 
 @hookimpl
@@ -73,13 +102,14 @@ def _runtime(settings: VllmSettings):  # type: ignore[no-untyped-def]
 
 
 @hookimpl
+@_redacted
 def detect(ctx: EngineContext) -> Detection:
     settings = _settings(ctx)
     if settings.url:
-        info = common.server_info(settings.base_url)
+        info = common.server_info(settings.base_url, settings.auth_headers())
         if info is None:
             return Detection(engine=ENGINE, installed=False, reachable=False, address=settings.base_url,
-                             detail=f"no vLLM server answers at {settings.base_url} (engines.vllm.url)")
+                             detail=_remote_down(settings))
         return Detection(engine=ENGINE, installed=True, reachable=True, version=info.version, address=settings.base_url,
                          loaded_models=info.loaded_models(),
                          detail=f"remote server at {settings.base_url} serves {', '.join(info.names) or 'no model'}")
@@ -92,17 +122,33 @@ def _check(settings: VllmSettings, model: ModelRef) -> CacheCheck:
     return hfcache.check_model(model.name, settings.resolved_hub_cache())
 
 
+def _remote_down(settings: VllmSettings) -> str:
+    """One line for a remote server (engines.vllm.url) that does not answer as vLLM: nothing there, or something
+    else there."""
+    why = common.not_vllm(settings.base_url, settings.auth_headers())
+    if why is None:
+        return f"no vLLM server answers at {settings.base_url} (engines.vllm.url)"
+    return (f"something answers at {settings.base_url} (engines.vllm.url), but not as a vLLM server: {why}; check "
+            f"engines.vllm.url")
+
+
 @hookimpl
+@_redacted
 def is_available(ctx: EngineContext, model: ModelRef) -> Availability:
     settings = _settings(ctx)
     if settings.url:
-        info = common.server_info(settings.base_url)
+        info = common.server_info(settings.base_url, settings.auth_headers())
         served = settings.launch(model.name).served_name
-        if info is not None and served in info.names:
+        if info is None:  # nothing (or something that is not vLLM) answers: the engine, not the model, is missing
+            raise EngineUnavailableError(_remote_down(settings), engine=ENGINE)
+        if served in info.names:
             return Availability(present=True, detail=f"served by {settings.base_url}")
-        return Availability(present=False, detail=f"the server at {settings.base_url} does not serve {served}"
-                            if info is not None else f"no server answers at {settings.base_url}")
+        return Availability(present=False, detail=f"the server at {settings.base_url} does not serve {served}")
     check = _check(settings, model)
+    if not check.present:
+        taken = common.holder(ctx, settings)
+        if taken is not None:  # not MISSING: what is wrong first is the program on vLLM's port
+            raise EngineError(taken, engine=ENGINE)
     memory, setting = _reserved_memory(settings, model.name)
     return Availability(present=check.present, detail=check.detail, revision=check.revision,
                         fix=None if check.present or check.local_folder else _fix(model.name),
@@ -110,21 +156,23 @@ def is_available(ctx: EngineContext, model: ModelRef) -> Availability:
 
 
 def _reserved_memory(settings: VllmSettings, name: str) -> tuple[int | None, str]:
-    """vLLM reserves `gpu_memory_utilization` x the GPU's total memory up front, whatever the model's size."""
-    from jarvis_core.api import gpu_memory
+    """vLLM reserves `gpu_memory_utilization` x the GPU's total memory up front, whatever the model's size: on the
+    first GPU the engine is given (`gpus`, in the order CUDA_VISIBLE_DEVICES means), where it loads the model."""
+    from jarvis_core.api import engine_gpus
 
     per = settings.models.get(name)
     setting = (f"engines.vllm.models.{name}.gpu_memory_utilization"
                if per is not None and per.gpu_memory_utilization is not None else "engines.vllm.gpu_memory_utilization")
-    if settings.gpus == "none" or settings.url:
+    if settings.gpus == "none" or settings.url or _remote_docker(settings):
         return None, setting
-    gpus = gpu_memory()
+    gpus = engine_gpus(settings.gpus)
     if not gpus:
         return None, setting
     return int(settings.launch(name).gpu_memory_utilization * gpus[0].total_mib * 2**20), setting
 
 
 @hookimpl
+@_redacted
 def pull(ctx: EngineContext, model: ModelRef) -> Availability:
     from . import hfcache
 
@@ -134,7 +182,7 @@ def pull(ctx: EngineContext, model: ModelRef) -> Availability:
     if settings.runtime == "docker":
         from . import docker_runtime
 
-        client = docker_runtime.connect(settings.docker_host)
+        client = docker_runtime.connect(settings.docker_host, settings.secrets())
         with closing(client):
             if not docker_runtime.image_present(client, settings.image_ref):
                 docker_runtime.pull_image(client, settings.image_ref, ctx.progress)
@@ -152,10 +200,11 @@ def pull(ctx: EngineContext, model: ModelRef) -> Availability:
 
 
 @hookimpl
+@_redacted
 def start(ctx: EngineContext, model: ModelRef) -> StartResult:
     settings = _settings(ctx)
     launch = settings.launch(model.name)
-    info = common.server_info(settings.base_url)
+    info = common.server_info(settings.base_url, settings.auth_headers(launch))
     if info is not None and launch.served_name in info.names:
         ours = common.started_by_jarvis(ctx, settings) and not settings.url
         return StartResult(address=settings.base_url, started=False, version=info.version,
@@ -163,7 +212,10 @@ def start(ctx: EngineContext, model: ModelRef) -> StartResult:
                                   f"{settings.base_url} already serves {launch.served_name}",
                            parallelism=common.reused_parallelism(ctx, settings, launch))
     if settings.url:
-        what = f"serves {', '.join(info.names) or 'no model'}" if info is not None else "does not answer"
+        if info is None:
+            raise EngineUnavailableError(f"{_remote_down(settings)}; Jarvis does not start or change remote servers.",
+                                         engine=ENGINE)
+        what = f"serves {', '.join(info.names) or 'no model'}"
         raise EngineError(f"The vLLM server at {settings.base_url} (engines.vllm.url) {what}, not "
                           f"{launch.served_name}; Jarvis does not start or change remote servers.", engine=ENGINE)
     if ctx.state.records(ENGINE):
@@ -187,6 +239,7 @@ def _remote_docker(settings: VllmSettings) -> bool:
 
 
 @hookimpl
+@_redacted
 def warmup(ctx: EngineContext, model: ModelRef) -> WarmupResult:
     from jarvis_core.api import warm
 
@@ -195,10 +248,11 @@ def warmup(ctx: EngineContext, model: ModelRef) -> WarmupResult:
 
 @hookimpl
 def infer(ctx: EngineContext, model: ModelRef, request: ChatRequest) -> InferResult:
-    from jarvis_core.api import openai_chat, shared_client
+    from jarvis_core.api import openai_chat
 
     settings = _settings(ctx)
-    return openai_chat(shared_client(settings.base_url), settings.launch(model.name).served_name, request,
+    launch = settings.launch(model.name)
+    return openai_chat(common.client(settings, launch), launch.served_name, request,
                        extra=exact_tokens_fields(request))
 
 
@@ -211,6 +265,7 @@ def exact_tokens_fields(request: ChatRequest) -> dict[str, object] | None:
 
 
 @hookimpl
+@_redacted
 def stop(ctx: EngineContext) -> StopResult:
     from jarvis_core.api import close_shared, gpu_memory, wait_for_release, wait_port_closed
 
@@ -225,7 +280,7 @@ def stop(ctx: EngineContext) -> StopResult:
     for record in records:
         left: list[str] = []
         if record.kind == "container":
-            stopped, left, note = docker_runtime.stop_record(ctx, record, settings.stop_timeout)
+            stopped, left, note = docker_runtime.stop_record(ctx, record, settings)
         elif record.kind == "process":
             stopped, note = process_runtime.stop_record(ctx, record, settings.stop_timeout)
         else:
@@ -243,7 +298,9 @@ def stop(ctx: EngineContext) -> StopResult:
             notes.append(f"port {port} on {host} is still open (something else answers there)")
     if records and not result.left_running:
         if baselines:
-            result.memory_released = wait_for_release(min(baselines), timeout=ctx.config.timeouts.stop)
+            # The GPUs the servers were given (recorded with them), else those of the settings now.
+            given = next((r.data["gpus"] for r in records if r.data.get("gpus") is not None), settings.gpus)
+            result.memory_released = wait_for_release(min(baselines), gpus=given, timeout=ctx.config.timeouts.stop)
             if result.memory_released is True:
                 notes.append("GPU memory came back")
             elif result.memory_released is False:
