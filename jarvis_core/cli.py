@@ -41,6 +41,9 @@ class JarvisGroup(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
             super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # `jarvis loadout` alone: its help is the answer
+            click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
+            sys.exit(0)
         except click.UsageError as exc:
             where = f"jarvis {exc.ctx.command_path.split(' ', 1)[1]} --help" if exc.ctx and " " in \
                 exc.ctx.command_path else "jarvis --help"
@@ -498,9 +501,11 @@ def loadout_up(name: str, config_path: str | None, force_download: bool, as_json
     if as_json:
         echo_json(state.to_json())
     else:
-        for m in state.models:
-            if m.status == "MISSING":
-                echo(f"MISSING {m.id}: {m.detail}")
+        for m in state.models:  # loaded models and errors were said as they happened; what never started is said here
+            if m.status in ("MISSING", "unavailable"):
+                echo(f"{m.status} {m.id}: {m.detail}")
+        if not state.models:
+            echo(f"Loadout {name} has no models.")
     if any(m.status in ("error", "MISSING", "unavailable") for m in state.models):
         raise SystemExit(1)
 
