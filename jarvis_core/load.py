@@ -32,7 +32,7 @@ CLIENT_CPU_FLAG = 0.8
 #: GIL switch interval while a level runs (Python's default is 5 ms).
 GIL_SWITCH_S = 0.0005
 #: Throughput that grows by less than this share from one level to the next counts as saturated.
-SATURATION_GROWTH = 0.05
+SATURATION_GROWTH = 0.10
 
 
 # --- the profile ---------------------------------------------------------------------------------------------------
