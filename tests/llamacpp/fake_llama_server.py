@@ -5,7 +5,9 @@ the GGUF magic the way llama-cpp-python does (a traceback ending in ValueError, 
 "loaded", and answers like llama.cpp: `/v1/models` lists the alias, no `/health`, a role chunk first, one chunk per
 word, no usage in streams, one request generated at a time (the others wait, as with llama_cpp.server's lock),
 `max_tokens` and `min_tokens` honoured (words repeat until min_tokens; "length" at max_tokens). Each request's body is
-printed to its log as `request: {...}`. Test-only flags: `--fake_ready_after S` (load time), `--fake_child True`
+printed to its log as `request: {...}`. With `--api_key KEY` (as llama_cpp.server takes it) every request must carry
+`Authorization: Bearer KEY`, else 401; the key is printed in its log, as a server echoing its settings would.
+Test-only flags: `--fake_ready_after S` (load time), `--fake_child True`
 (start a child process, to check that the whole tree is ended), `--fake_word_delay S` (seconds per word).
 """
 
@@ -29,11 +31,13 @@ def main() -> int:
     parser.add_argument("--model_alias", default=None)
     parser.add_argument("--host", default="localhost")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--api_key", default=None)
     parser.add_argument("--fake_ready_after", type=float, default=0.0)
     parser.add_argument("--fake_child", default="False")
     parser.add_argument("--fake_word_delay", type=float, default=0.002)
     args, _unknown = parser.parse_known_args()
-    print(f"fake llama_cpp.server: loading {args.model}", flush=True)
+    print(f"fake llama_cpp.server: loading {args.model}" + (f" (api_key={args.api_key!r})" if args.api_key else ""),
+          flush=True)
     try:
         with open(args.model, "rb") as fh:
             magic = fh.read(4)
@@ -65,7 +69,15 @@ def main() -> int:
             self.end_headers()
             self.wfile.write(body)
 
+        def _refused(self) -> bool:
+            if args.api_key and self.headers.get("Authorization") != f"Bearer {args.api_key}":
+                self._json(401, {"detail": "Invalid API key"})
+                return True
+            return False
+
         def do_GET(self) -> None:
+            if self._refused():
+                return
             if self.path == "/v1/models":
                 self._json(200, {"object": "list", "data": [{"id": alias, "object": "model", "owned_by": "me"}]})
             else:
@@ -73,6 +85,8 @@ def main() -> int:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            if self._refused():
+                return
             if self.path != "/v1/chat/completions":
                 self._json(404, {"detail": "Not Found"})
                 return

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -128,8 +129,9 @@ def test_a_server_that_dies_while_loading_fails_fast_with_its_log(fake, tmp_path
 
 def test_a_server_that_is_never_ready_times_out_and_is_ended(session_for, fake_python, tmp_path):
     write_gguf(tmp_path / "models" / "tiny.gguf")
-    session = session_for(python=fake_python, extra_args=["--fake_ready_after", "60"], timeouts={"start": 1})
-    with pytest.raises(EngineTimeoutError, match="not ready after 1 s") as caught:
+    session = session_for(python=fake_python, extra_args=["--fake_ready_after", "60"], timeouts={"start": 1},
+                          start_timeout=None)  # null: the global timeouts.start applies
+    with pytest.raises(EngineTimeoutError, match="not ready after 1 s; raise timeouts.start") as caught:
         session.start(session.resolve("lc_tiny"))
     assert "Last lines of" in str(caught.value)
     assert session.state.records("llamacpp") == []
@@ -235,3 +237,51 @@ def test_a_server_bound_to_every_interface_is_reached_on_loopback(session_for, f
     assert session.detect("llamacpp").address == started.address
     stopped = session.stop("llamacpp")
     assert stopped.memory_released is True and not port_open("127.0.0.1", record.data["port"])
+
+
+def test_start_timeout_bounds_a_hung_start(session_for, fake_python, tmp_path):
+    """engines.llamacpp.start_timeout (300 s by default) bounds a start, whatever the global timeouts.start."""
+    assert session_for().context("llamacpp").settings.start_timeout == 300.0
+    write_gguf(tmp_path / "models" / "tiny.gguf")
+    session = session_for(python=fake_python, extra_args=["--fake_ready_after", "60"], timeouts={"start": 600},
+                          start_timeout=1.5)
+    began = time.monotonic()
+    with pytest.raises(EngineTimeoutError) as caught:
+        session.start(session.resolve("lc_tiny"))
+    assert time.monotonic() - began < 20
+    first = str(caught.value).splitlines()[0]
+    assert "not ready after 1.5 s" in first and "engines.llamacpp.start_timeout" in first
+    assert session.state.records("llamacpp") == []
+
+
+def test_an_api_key_in_extra_args_is_sent_but_never_shown(session_for, fake_python, tmp_path):
+    key = "sk-llama-Secret-0123456789"
+    write_gguf(tmp_path / "models" / "tiny.gguf")
+    session = session_for(python=fake_python, extra_args=["--api_key", key])
+    ref = session.resolve("lc_tiny")
+    started = session.start(ref)
+    answer = session.infer(ref, ChatRequest([Message("user", "What is the capital of France?")]))
+    assert answer.ok and "Paris" in answer.text  # the server wants the key: Jarvis sent it
+    again = session.start(ref)
+    assert not again.started  # the running server is recognised though its recorded command reads `***`
+    found = session.detect("llamacpp")
+    [record] = session.state.records("llamacpp")
+    assert "--api_key" in record.command and key not in record.command
+    header = record.log and Path(record.log).read_text().splitlines()[0]
+    assert "--api_key ***" in header
+    stopped = session.stop("llamacpp")
+    texts = [started, again, found, stopped, header, session.progress.stream.getvalue(),
+             session.state.path.read_text()]
+    assert not any(key in str(text) for text in texts)
+
+
+def test_an_api_key_is_kept_out_of_a_failed_start(session_for, fake_python, tmp_path):
+    key = "sk-llama-Secret-0123456789"
+    (tmp_path / "models").mkdir(exist_ok=True)
+    (tmp_path / "models" / "bad.gguf").write_bytes(b"NOPE" + b"\0" * 64)  # refused: its log (with the key) is quoted
+    session = session_for(python=fake_python, extra_args=[f"--api_key={key}"])
+    with pytest.raises(EngineError) as caught:
+        session.start(session.resolve("lc_bad"))
+    message = str(caught.value)
+    assert "Failed to load model" in message and "fake llama_cpp.server: loading" in message
+    assert key not in message and key not in session.progress.stream.getvalue()

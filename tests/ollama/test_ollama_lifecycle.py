@@ -122,12 +122,31 @@ def test_start_fails_fast_with_the_log(session_for, fake_ollama, ref, port):
 
 
 def test_start_deadline(session_for, fake_ollama, ref, port):
+    """Without its own start_timeout (null), Ollama's start is bounded by timeouts.start."""
     fake_ollama.configure(ready_delay=30)
-    session = session_for(port=port, timeouts={"start": 1})
+    session = session_for(port=port, timeouts={"start": 1}, start_timeout=None)
     with pytest.raises(EngineTimeoutError) as info:
         session.start(ref(session, "qwen2.5:0.5b"))
     assert "timeouts.start" in str(info.value) and "1 s" in str(info.value)
     assert session.state.records() == []  # the half-started server was ended
+
+
+def test_start_timeout_bounds_a_hung_ollama_serve(session_for, fake_ollama, ref, port):
+    """A hung `ollama serve` is given up after engines.ollama.start_timeout (Ollama binds in seconds), not after the
+    global timeouts.start."""
+    fake_ollama.configure(ready_delay=60)
+    session = session_for(port=port, timeouts={"start": 600}, start_timeout=1.5)
+    began = time.monotonic()
+    with pytest.raises(EngineTimeoutError) as info:
+        session.start(ref(session, "qwen2.5:0.5b"))
+    assert time.monotonic() - began < 15
+    first = str(info.value).splitlines()[0]
+    assert "was not ready after 1.5 s" in first and "engines.ollama.start_timeout" in first
+    assert session.state.records() == []
+
+
+def test_start_timeout_default_is_a_minute(session_for):
+    assert session_for().context("ollama").settings.start_timeout == 60.0
 
 
 # --- warmup ---------------------------------------------------------------------------------------------------------

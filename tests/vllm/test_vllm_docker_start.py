@@ -93,7 +93,7 @@ def fake_docker(session_for, tmp_path: Path, monkeypatch):
 
     def make(log: str, exit_code: int | None, timeouts: dict | None = None):
         docker = FakeDocker(log, exit_code)
-        monkeypatch.setattr(docker_runtime, "connect", lambda host: docker)
+        monkeypatch.setattr(docker_runtime, "connect", lambda host, secrets=(): docker)
         session = session_for(runtime="docker", port=free_port(), gpus="none", timeouts=timeouts,
                               models={MODEL: {"served_name": "tiny"}})
         return session, docker

@@ -34,7 +34,8 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def proc_session(session_for, fake_vllm, hub):
     def make(*extra_args: str, timeouts: dict | None = None, **settings):
         settings.setdefault("port", free_port())
-        return session_for(runtime="process", executable=str(fake_vllm), gpus="none", timeouts=timeouts,
+        settings.setdefault("gpus", "none")
+        return session_for(runtime="process", executable=str(fake_vllm), timeouts=timeouts,
                            models={MODEL: {"served_name": "tiny", "extra_args": list(extra_args)}}, **settings)
     return make
 
@@ -198,40 +199,71 @@ def test_switching_models_ends_the_previous_server_first(session_for, fake_vllm,
     assert session.detect("vllm").loaded_models == {"jarvis-test/other": None}
 
 
-def _fake_gpu(monkeypatch, used_mib):
-    """One 80 GiB GPU using `used_mib()` MiB, for the plugin (through jarvis_core.api) and the core alike."""
-    from jarvis_core import api, gpu
-
-    fake = lambda: [gpu.GpuMemory(0, "Fake GPU", used_mib(), 80 * 1024)]  # noqa: E731
-    monkeypatch.setattr(gpu, "gpu_memory", fake)
-    monkeypatch.setattr(api, "gpu_memory", fake)
-
-
-def test_memory_estimate_is_the_reserved_share_of_the_gpu(session_for, hub, monkeypatch):
+def test_memory_estimate_is_the_reserved_share_of_the_engines_gpu(session_for, hub, monkeypatch, fake_gpus):
     session = session_for(models={MODEL: {"gpu_memory_utilization": 0.5}})
     ref = session.resolve(f"vllm:{MODEL}")
-    no_gpu = session.is_available(ref)
-    assert no_gpu.present and no_gpu.memory_bytes is None
-    _fake_gpu(monkeypatch, lambda: 1000)
     with_gpu = session.is_available(ref)
-    assert with_gpu.memory_bytes == 40 * 2**30
+    assert with_gpu.present and with_gpu.memory_bytes == 40 * 2**30  # half of GPU 0's 80 GiB
     assert with_gpu.memory_setting == f"engines.vllm.models.{MODEL}.gpu_memory_utilization"
     other = session.is_available(session.resolve("vllm:org/absent"))
     assert other.memory_bytes == int(0.9 * 80 * 2**30) and other.memory_setting == "engines.vllm.gpu_memory_utilization"
+    on_l4 = session_for(gpus=[1], models={MODEL: {"gpu_memory_utilization": 0.5}})
+    assert on_l4.is_available(ref).memory_bytes == 12 * 2**30  # `gpus: [1]` is the second GPU: the 24 GiB one
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,0")  # now the engine's GPU 1 is the driver's GPU 0
+    assert on_l4.is_available(ref).memory_bytes == 40 * 2**30
+    assert session_for(gpus="none").is_available(ref).memory_bytes is None
 
 
-@pytest.mark.parametrize("after_stop_mib, released", [(1200, True), (60000, False)])
-def test_stop_confirms_the_gpu_memory_came_back(proc_session, monkeypatch, after_stop_mib, released):
-    used = [1000]
-    _fake_gpu(monkeypatch, lambda: used[0])
-    session = proc_session(timeouts={"stop": 1.0})
+def test_no_gpu_means_no_memory_estimate(session_for, hub, monkeypatch, tmp_path):
+    monkeypatch.setitem(__import__("sys").modules, "pynvml", None)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
+    session = session_for()
+    assert session.is_available(session.resolve(f"vllm:{MODEL}")).memory_bytes is None
+
+
+def test_a_gpu_that_is_not_there_is_one_config_line(session_for, hub, fake_gpus):
+    from jarvis_core.errors import ConfigError
+
+    session = session_for(gpus=[2])
+    with pytest.raises(ConfigError, match="GPU 2 is not there: 2 GPUs visible") as info:
+        session.is_available(session.resolve(f"vllm:{MODEL}"))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("after_stop_mib, released", [(600, True), (20000, False)])
+def test_stop_waits_for_the_memory_of_the_engines_own_gpu(proc_session, fake_gpus, after_stop_mib, released):
+    session = proc_session(timeouts={"stop": 1.0}, gpus=[1])
     session.start(session.resolve(f"vllm:{MODEL}"))
     [record] = _process_records(session)
-    assert record.data["gpu_baseline_mib"] == 1000
-    used[0] = after_stop_mib
+    assert record.data["gpu_baseline_mib"] == 500 and record.data["gpus"] == ["1"]  # GPU 1's, not GPU 0's
+    env = psutil.Process(record.pid).environ()
+    assert env["CUDA_VISIBLE_DEVICES"] == "1" and env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    fake_gpus.used(70000, after_stop_mib)  # GPU 0 (another program's) filling up does not matter
     stopped = session.stop("vllm")
     assert stopped.memory_released is released
     assert ("GPU memory came back" if released else "GPU memory did not come back within 1 s") in stopped.detail
+
+
+def test_the_engines_gpus_follow_cuda_visible_devices(proc_session, fake_gpus, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,0")
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "FASTEST_FIRST")  # the user's own choice is kept
+    session = proc_session(gpus=[1])
+    session.start(session.resolve(f"vllm:{MODEL}"))
+    [record] = _process_records(session)
+    assert record.data["gpu_baseline_mib"] == 1000  # the engine's GPU 1 is the driver's GPU 0
+    env = psutil.Process(record.pid).environ()
+    assert env["CUDA_VISIBLE_DEVICES"] == "0" and env["CUDA_DEVICE_ORDER"] == "FASTEST_FIRST"
+
+
+def test_gpus_all_and_none_reach_the_engine(proc_session, fake_gpus, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    for gpus, visible, baseline in (("all", "1", 500), ("none", "", None)):
+        session = proc_session(gpus=gpus)
+        session.start(session.resolve(f"vllm:{MODEL}"))
+        [record] = _process_records(session)
+        assert psutil.Process(record.pid).environ()["CUDA_VISIBLE_DEVICES"] == visible
+        assert record.data["gpu_baseline_mib"] == baseline
+        session.stop("vllm")
 
 
 def test_secret_environment_values_are_kept_out_of_errors_and_detection(proc_session):

@@ -33,7 +33,7 @@ from vllm_helpers import CACHE, REPO, missing_prerequisite
 if str(REPO) not in sys.path:  # for tests.standins
     sys.path.insert(0, str(REPO))
 
-__all__ = ["nothing_survives", "vllm_plugin", "session_for", "fake_vllm", "docker_engine"]
+__all__ = ["nothing_survives", "vllm_plugin", "session_for", "fake_vllm", "docker_engine", "fake_gpus", "FakeGpus"]
 
 STANDIN = REPO / "tests" / "standins" / "openai_server.py"
 # One short folder for the test daemon, shared with tests/run (each starts and stops it in turn; `dockerd.sh start`
@@ -135,6 +135,60 @@ def fake_vllm(tmp_path: Path) -> Path:
     exe.write_text(f'#!/bin/sh\n[ "$1" = serve ] && shift\nexec "{sys.executable}" "{STANDIN}" "$@"\n')
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return exe
+
+
+# --- a fake nvidia-smi ----------------------------------------------------------------------------------------------
+
+_SMI = """#!{python}
+import json, sys
+gpus = json.load(open({state!r}))
+with open({log!r}, "a") as fh:
+    fh.write(" ".join(sys.argv[1:]) + "\\n")
+if "--query-gpu=index,name,memory.used,memory.total" in sys.argv:
+    for i, g in enumerate(gpus):
+        print(f"{{i}}, {{g['name']}}, {{g['used']}}, {{g['total']}}")
+elif "--query-gpu=index,uuid" in sys.argv:
+    for i, g in enumerate(gpus):
+        print(f"{{i}}, {{g['uuid']}}")
+else:
+    sys.exit("unexpected arguments")
+"""
+
+
+class FakeGpus:
+    """GPUs as `nvidia-smi` on PATH reports them (nvidia-ml-py hidden), for the plugin and the core alike: the
+    driver's order, memory in MiB; `used(...)` changes what they use."""
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.state = tmp_path / "fake-gpus.json"
+        self.log = tmp_path / "fake-smi.log"
+        smi = tmp_path / "smi-bin" / "nvidia-smi"
+        smi.parent.mkdir(parents=True, exist_ok=True)
+        smi.write_text(_SMI.format(python=sys.executable, state=str(self.state), log=str(self.log)))
+        smi.chmod(0o755)
+        self.gpus = [{"name": "Fake H100", "used": 1000, "total": 80 * 1024, "uuid": "GPU-aaaa0000-0000-0000"},
+                     {"name": "Fake L4", "used": 500, "total": 24 * 1024, "uuid": "GPU-bbbb1111-0000-0000"}]
+        self._write()
+        monkeypatch.setitem(sys.modules, "pynvml", None)  # the `gpu` extra not installed: nvidia-smi is asked
+        monkeypatch.setenv("PATH", f"{smi.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+
+    def used(self, *mib: int) -> None:
+        for gpu, value in zip(self.gpus, mib):
+            gpu["used"] = value
+        self._write()
+
+    def _write(self) -> None:
+        import json
+
+        self.state.write_text(json.dumps(self.gpus))
+
+
+@pytest.fixture
+def fake_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeGpus:
+    """Two fake GPUs (GPU 0: 80 GiB using 1000 MiB, GPU 1: 24 GiB using 500 MiB) behind a fake `nvidia-smi`."""
+    return FakeGpus(tmp_path, monkeypatch)
 
 
 # --- integration prerequisites ----------------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ from jarvis_core.api import (
     WarmupResult,
     hookimpl,
     openai_chat,
-    shared_client,
     warm,
 )
 
@@ -56,7 +55,7 @@ def detect(ctx: EngineContext) -> Detection:
     found.loaded_models = {}  # llama.cpp serves one model per server; only the servers Jarvis started are known
     for record in server.running_records(ctx):
         alias = record.data.get("alias")
-        if server.answers(record.address, alias):
+        if server.answers(record.address, alias, ctx.settings):
             found.loaded_models[str(alias)] = None
             found.reachable = found.started_by_jarvis = True
             found.address = record.address
@@ -127,8 +126,8 @@ def _send(ctx: EngineContext, model: ModelRef, request: ChatRequest) -> InferRes
                                  f"{model_file(ctx.settings, model.name).name} loaded (start it first)")
     # The server ignores stream_options.include_usage today; asking costs nothing, and a later version that
     # honours it turns the chunk-count estimate into the server's own count.
-    return openai_chat(shared_client(record.address), str(record.data.get("alias")), request, include_usage=True,
-                       extra=exact_tokens_fields(request))
+    return openai_chat(server.client(record.address, ctx.settings), str(record.data.get("alias")), request,
+                       include_usage=True, extra=exact_tokens_fields(request))
 
 
 def exact_tokens_fields(request: ChatRequest) -> dict[str, object] | None:

@@ -7,6 +7,8 @@ never a server someone else runs. A server serves one model; starting another re
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from jarvis_core.api import (
     is_running,
     launch,
     openai_serves,
+    redact,
     shared_client,
     wait_port_closed,
 )
@@ -78,15 +81,30 @@ def running_records(ctx: EngineContext) -> list[Record]:
     return alive
 
 
+def client(address: str, settings: LlamaCppSettings):  # type: ignore[no-untyped-def]
+    """The core's pooled client of a server's address, carrying the API key the server was started with (if any)."""
+    found = shared_client(address)
+    key = settings.api_key()
+    if key and found.headers.get("Authorization") != f"Bearer {key}":
+        found.headers["Authorization"] = f"Bearer {key}"
+    return found
+
+
+def command_digest(command: list[str]) -> str:
+    """A fingerprint of the whole command (the record keeps it redacted: an API key there reads `***`), to tell
+    whether a running server was started with exactly the command a start would use now."""
+    return hashlib.sha256(json.dumps(command).encode()).hexdigest()
+
+
 def serving_record(ctx: EngineContext, name: str) -> Record | None:
     """The record of our running server that serves model `name` (the same GGUF file), if any."""
     file = str(model_file(ctx.settings, name))
     return next((r for r in running_records(ctx) if r.data.get("model") == file), None)
 
 
-def answers(address: str | None, alias: str | None) -> bool:
+def answers(address: str | None, alias: str | None, settings: LlamaCppSettings) -> bool:
     """The server at `address` lists `alias` on `/v1/models` (this server has no `/health`)."""
-    return bool(address and alias) and openai_serves(shared_client(address), alias)
+    return bool(address and alias) and openai_serves(client(str(address), settings), alias)
 
 
 # --- start ----------------------------------------------------------------------------------------------------------
@@ -126,9 +144,12 @@ def start(ctx: EngineContext, name: str) -> StartResult:
 
     for record in running_records(ctx):
         alias, port = record.data.get("alias"), record.data.get("port")
-        same = record.data.get("model") == str(file) and isinstance(alias, str) and isinstance(port, int) and \
-            record.command == tuple(server_command(settings, file, alias, port))
-        if same and answers(record.address, alias):
+        same = record.data.get("model") == str(file) and isinstance(alias, str) and isinstance(port, int)
+        if same:
+            wanted = server_command(settings, file, alias, port)
+            digest = record.data.get("command_digest")
+            same = digest == command_digest(wanted) if digest else record.command == tuple(wanted)
+        if same and answers(record.address, alias, settings):
             return StartResult(address=record.address, started=False, version=record.data.get("version"),
                                detail=f"reusing the llama.cpp server Jarvis started (pid {record.pid})",
                                parallelism=PARALLELISM)
@@ -142,10 +163,14 @@ def start(ctx: EngineContext, name: str) -> StartResult:
     host = settings.connect_host  # where clients connect: loopback when it binds every interface
     address = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     # One log per server (by port): runs side by side never share one. Ready when /v1/models lists the alias.
-    launched = launch(ctx, server_command(settings, file, name, port),
-                      what=f"the llama.cpp server for {name} at {address}", log_name=f"llamacpp-{port}.log",
-                      ready=lambda: answers(address, name), address=address, timeout=None, explain=explain,
-                      host=host, port=port, model=str(file), alias=name, version=runtime.version)
+    # timeout None: engines.llamacpp.start_timeout where set, else timeouts.start (the core decides).
+    command = server_command(settings, file, name, port)
+    secrets = settings.secrets()
+    launched = launch(ctx, command, what=f"the llama.cpp server for {name} at {address}",
+                      log_name=f"llamacpp-{port}.log", ready=lambda: answers(address, name, settings),
+                      address=address, timeout=None, explain=explain, redact=lambda text: redact(text, secrets),
+                      host=host, port=port, model=str(file), alias=name, version=runtime.version,
+                      command_digest=command_digest(command))
     return StartResult(address=address, started=True, version=runtime.version, parallelism=PARALLELISM,
                        detail=f"llama-cpp-python {runtime.version or '?'} serving {file.name} "
                               f"(pid {launched.pid}, ready in {launched.waited_s:.1f} s; log {launched.log})")

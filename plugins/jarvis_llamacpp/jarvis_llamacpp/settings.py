@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from jarvis_core.api import bounded, redact_argv
+
 MODELS_ENV = "JARVIS_LLAMACPP_MODELS"
 """Environment variable naming the models folder; when set it wins over config.yaml."""
 
@@ -36,7 +38,11 @@ class LlamaCppSettings:
     n_threads: int | None = None
     """Threads for generation; None leaves llama-cpp-python's default."""
     extra_args: list[str] = field(default_factory=list)
-    """More `llama_cpp.server` flags, appended as given (`["--n_batch", "256"]`)."""
+    """More `llama_cpp.server` flags, appended as given (`["--n_batch", "256"]`). With `--api_key KEY` the server
+    wants the key, and Jarvis sends it; the values of secret-looking flags are never shown."""
+    start_timeout: float | None = bounded(300.0, above=0, high=604_800,
+                                          expected="seconds above 0, at most 604800 (a week), or null")
+    """Seconds the server may take to load its model and answer; None uses `timeouts.start`."""
 
     def __post_init__(self) -> None:
         if self.n_ctx < 1:
@@ -55,6 +61,28 @@ class LlamaCppSettings:
         """Where clients connect: the server binds where configured, but one bound to every interface (`0.0.0.0`,
         `::`) is reached on loopback."""
         return "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+
+    def api_key(self) -> str | None:
+        """The key the server is started with (`--api_key` / `--api-key` in extra_args, the last one winning)."""
+        found = None
+        args = [str(a) for a in self.extra_args]
+        for i, arg in enumerate(args):
+            name, sep, value = arg.partition("=")
+            if name in ("--api_key", "--api-key"):
+                found = value if sep else (args[i + 1] if i + 1 < len(args) else None)
+        return found or None
+
+    def secrets(self) -> list[str]:
+        """What must never appear in any text the plugin produces: the values of secret-looking flags in extra_args
+        (`--api_key KEY`), as the core's `redact_argv` finds them."""
+        args = [str(a) for a in self.extra_args]
+        found = []
+        for original, shown in zip(args, redact_argv(args)):
+            if shown == "***":
+                found.append(original)
+            elif shown != original and shown.endswith("=***") and "=" in original:
+                found.append(original.split("=", 1)[1])
+        return found
 
     def apply_environment(self, environ: Mapping[str, str]) -> LlamaCppSettings:
         """Called by the core after building the settings from config.yaml: `JARVIS_LLAMACPP_MODELS` wins."""

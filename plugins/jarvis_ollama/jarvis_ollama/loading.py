@@ -21,11 +21,10 @@ from jarvis_core.api import (
     EngineTimeoutError,
     EngineUnavailableError,
     ModelMissingError,
-    shared_client,
     warm,
 )
 
-from .client import OllamaAPIError, chat, client_for, find, load, options_for, ps, unload, version
+from .client import OllamaAPIError, chat, client_for, find, load, options_for, ps, shared, unload, version
 from .names import canonical, same_model
 from .settings import normalize_keep_alive
 
@@ -111,7 +110,7 @@ def warmup(ctx: EngineContext, model: ModelRef) -> WarmupResult:
     url, name = settings.url, model.name
     timeout = ctx.config.timeouts.start
     keep_alive = keep_alive_for(ctx)
-    client = shared_client(url)  # the connection the test requests will reuse; every call sets its own timeout
+    client = shared(url)  # the connection the test requests will reuse; every call sets its own timeout
     if version(client) is None:
         raise EngineUnavailableError(f"No Ollama server answers at {url}, so '{name}' cannot be loaded; start "
                                      f"Ollama (ollama serve) or check engines.ollama.url / OLLAMA_HOST.",

@@ -34,6 +34,7 @@ from jarvis_core.api import (
     listener_pid,
     port_open,
     process_name,
+    redact,
     running,
 )
 
@@ -125,22 +126,66 @@ def loaded_models(url: str) -> dict[str, int | None] | None:
 
 
 def port_holder(settings: OllamaSettings) -> str | None:
-    """When something that is not Ollama accepts connections at the address: a description of that program."""
+    """When something that does not answer as Ollama accepts connections at the address: that program (by name and
+    pid, on this machine) and why it is not Ollama, e.g. `'python3 -m http.server' (pid 7), which is not Ollama: it
+    answers GET /api/version with HTTP 404`. None when nothing accepts connections there."""
     address = settings.address
     if not port_open(address.connect_host, address.port):
         return None
+    why = not_ollama(settings.url)
+    if why is None:  # it let go of the port meanwhile, or it answers as Ollama after all
+        return None
+    if not is_local(address.connect_host):
+        return f"a program on {address.connect_host} which is not Ollama: {why}"
     pid = listener_pid(address.port)
     name = process_name(pid)
-    if name:
-        return f"'{name}' (pid {pid})"
-    return "a program Jarvis cannot identify (owned by another user?)"
+    who = f"'{redact(name)}' (pid {pid})" if name else "a program Jarvis cannot identify (owned by another user?)"
+    if pid is not None and _is_ollama_program(pid):
+        return f"{who}, an Ollama that does not answer ({why}: still starting, or hung?)"
+    return f"{who}, which is not Ollama: {why}"
+
+
+def _is_ollama_program(pid: int) -> bool:
+    """The process is the `ollama` program itself (`ollama serve`, `ollama.exe`, or a script named ollama run by
+    an interpreter), not merely a command line that mentions it."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        words = [proc.name(), *proc.cmdline()[:2]]
+    except psutil.Error:
+        return False
+    names = [Path(word).name.lower().removesuffix(".exe") for word in words if word]
+    return any(name == "ollama" or name.startswith("ollama ") for name in names)
+
+
+def not_ollama(url: str, timeout: float = 2.0) -> str | None:
+    """Why what accepts connections at `url` is not an Ollama server, in a few words; None when nothing accepts
+    connections there or an Ollama answers."""
+    import httpx
+
+    with client_for(url, timeout=timeout) as client:
+        try:
+            response = client.get("/api/version", timeout=timeout)
+        except httpx.ConnectError:
+            return None
+        except httpx.TimeoutException:
+            return "it accepts connections but sends no HTTP answer"
+        except httpx.HTTPError as exc:
+            return f"it does not speak HTTP ({type(exc).__name__})"
+    if response.status_code != 200:
+        return f"it answers GET /api/version with HTTP {response.status_code}"
+    try:
+        found = response.json().get("version")
+    except (ValueError, AttributeError):
+        found = None
+    return None if isinstance(found, str) and found else "its answer to GET /api/version is not Ollama's"
 
 
 def port_taken_message(settings: OllamaSettings, holder: str) -> str:
     address = settings.address
     return (f"Port {address.port} at {address.connect_host}, where Ollama should answer ({settings.url}), is held by "
-            f"{holder}, which is not Ollama: stop that program, or point engines.ollama.url (or OLLAMA_HOST) at a "
-            f"free port.")
+            f"{holder}; stop that program, or point engines.ollama.url (or OLLAMA_HOST) at a free port.")
 
 
 def is_local(host: str) -> bool:
@@ -292,14 +337,10 @@ def _is_self_or_ancestor(pid: int) -> bool:
 
 
 def looks_like_ollama(pid: int) -> bool:
-    """The process's name or command line mentions ollama (`ollama serve`, `ollama.exe`, `ollama app.exe`)."""
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        return "ollama" in (proc.name() + " " + " ".join(proc.cmdline())).lower()
-    except psutil.Error:
-        return False
+    """The process is the `ollama` program (`ollama serve`, `ollama.exe`, `ollama app.exe`, or a script named ollama
+    run by an interpreter): judged by the program's name, never by a word in its arguments (a `pytest tests/ollama`
+    or an editor with an ollama file open is not Ollama, and must never be ended as one)."""
+    return _is_ollama_program(pid)
 
 
 def stop_foreign(ctx: EngineContext) -> tuple[list[str], list[str]]:

@@ -234,8 +234,7 @@ def start(ctx: EngineContext, model: ModelRef) -> StartResult:
 
 def _remote_docker(settings: VllmSettings) -> bool:
     """With a remote Docker daemon the cache that matters is on the daemon's machine: it cannot be checked here."""
-    host = settings.docker_host or ""
-    return settings.runtime == "docker" and host.startswith(("tcp://", "ssh://", "http://", "https://"))
+    return settings.remote_docker
 
 
 @hookimpl

@@ -18,11 +18,32 @@ if TYPE_CHECKING:
 ENGINE = "vllm"
 
 
-def probe_client(base_url: str, timeout: float = 5.0) -> httpx.Client:
-    """Short timeouts for readiness polls: a loading server refuses, resets or hangs (engines.md §2.1)."""
+def probe_client(base_url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> httpx.Client:
+    """Short timeouts for readiness polls: a loading server refuses, resets or hangs."""
     from jarvis_core.api import make_client
 
-    return make_client(base_url, timeout=timeout, connect_timeout=2.0)
+    return make_client(base_url, timeout=timeout, connect_timeout=2.0, headers=headers)
+
+
+def client(settings: VllmSettings, launch: ModelLaunch | None = None) -> httpx.Client:
+    """The shared keep-alive client of the server's address, carrying the server's authentication (if any)."""
+    from jarvis_core.api import shared_client
+
+    found = shared_client(settings.base_url)
+    for name, value in settings.auth_headers(launch).items():
+        if found.headers.get(name) != value:
+            found.headers[name] = value
+    return found
+
+
+def headers_for(ctx: EngineContext, settings: VllmSettings) -> dict[str, str]:
+    """The authentication a server on the configured port wants, without knowing the model: that of the model a
+    Jarvis record says it serves (its extra_args may give `--api-key`), else the global settings'."""
+    for record in ctx.state.records(ENGINE, any_run=True):
+        model = record.data.get("model")
+        if record.data.get("port") == settings.port and isinstance(model, str):
+            return settings.auth_headers(settings.launch(model))
+    return settings.auth_headers()
 
 
 class ServerInfo(NamedTuple):
@@ -37,30 +58,87 @@ class ServerInfo(NamedTuple):
         return {name: None for name in [*self.names, *self.roots]}
 
 
-def server_info(base_url: str) -> ServerInfo | None:
+def server_info(base_url: str, headers: dict[str, str] | None = None) -> ServerInfo | None:
     """What a vLLM-like server answering `/v1/models` at base_url serves, else None."""
     import httpx
 
     from jarvis_core.api import openai_models
 
-    with probe_client(base_url, timeout=2.0) as client:
+    with probe_client(base_url, timeout=2.0, headers=headers) as probe:
         try:  # a short timeout: a port that accepts but never answers must not hold detection up
-            models = openai_models(client, timeout=2.0)
+            models = openai_models(probe, timeout=2.0)
         except (httpx.HTTPError, ValueError, AttributeError):
             return None
-        return ServerInfo([str(m.get("id")) for m in models], version(client),
+        return ServerInfo([str(m.get("id")) for m in models], version(probe),
                           [str(m["root"]) for m in models if m.get("root")])
 
 
-def add_server(detection: Detection, settings: VllmSettings, notes: list[str]) -> None:
-    """What `detect` adds for a server answering on the configured port, whichever runtime started it."""
-    info = server_info(settings.base_url)
+def not_vllm(base_url: str, headers: dict[str, str] | None = None) -> str | None:
+    """Why what accepts connections at base_url is not (or does not answer as) a vLLM server, in a few words; None
+    when nothing accepts connections there."""
+    import httpx
+
+    with probe_client(base_url, timeout=2.0, headers=headers) as probe:
+        try:
+            response = probe.get("/v1/models")
+        except httpx.ConnectError:
+            return None
+        except httpx.TimeoutException:
+            return "it accepts connections but sends no HTTP answer"
+        except httpx.HTTPError as exc:
+            return f"it does not speak HTTP ({type(exc).__name__})"
+    if response.status_code == 401:
+        return ("it answers GET /v1/models with HTTP 401: it wants an API key (give it as --api-key in extra_args "
+                "or VLLM_API_KEY in engines.vllm.environment, for a server Jarvis starts)")
+    if response.status_code != 200:
+        return f"it answers GET /v1/models with HTTP {response.status_code}"
+    return "its answer to GET /v1/models is not a list of models"
+
+
+def holder(ctx: EngineContext, settings: VllmSettings, *, asked: bool = False) -> str | None:
+    """One line for a program that is not a vLLM server holding the configured port (local servers only): who
+    holds it and why it is not vLLM; None when the port is free, a vLLM server answers there, or the server there
+    is one Jarvis recorded (still loading, say). `asked`: the caller already found that no vLLM answers there."""
+    from jarvis_core.api import port_open
+
+    if settings.url or not port_open(settings.connect_host, settings.port):
+        return None
+    if any(r.data.get("port") == settings.port for r in ctx.state.records(ENGINE, any_run=True)):
+        return None
+    headers = headers_for(ctx, settings)
+    if not asked and server_info(settings.base_url, headers) is not None:
+        return None
+    why = not_vllm(settings.base_url, headers)
+    if why is None:  # it let go of the port meanwhile
+        return None
+    return port_clash_message(settings, listener(settings.port), f"not vLLM: {why}")
+
+
+def listener(port: int) -> str:
+    """The program listening on a local port, as `'python3 -m http.server' (pid 123)`."""
+    from jarvis_core.api import listener_pid, process_name
+
+    pid = listener_pid(port)
+    name = process_name(pid) if pid is not None else None
+    if name:
+        return f"'{name}' (pid {pid})"
+    return "a program Jarvis cannot identify (another user's?)"
+
+
+def add_server(ctx: EngineContext, detection: Detection, settings: VllmSettings, notes: list[str]) -> None:
+    """What `detect` adds for a server answering on the configured port, whichever runtime started it, or for a
+    program that is not vLLM holding that port."""
+    info = server_info(settings.base_url, headers_for(ctx, settings))
     detection.loaded_models = {}
     if info is not None:
         detection.loaded_models = info.loaded_models()
         detection.version = info.version or detection.version
         detection.reachable = True
         notes.append(f"a server at {settings.base_url} serves {', '.join(info.names) or 'no model'}")
+        return
+    taken = holder(ctx, settings, asked=True)
+    if taken is not None:
+        notes.append(taken)
 
 
 def started_by_jarvis(ctx: EngineContext, settings: VllmSettings) -> bool:
@@ -158,8 +236,9 @@ _PORT_CLASH = re.compile(r"port is already allocated|address already in use|port
 _GPU_DRIVER = re.compile(r'could not select device driver .*capabilities: \[\[gpu\]\]', re.I)
 
 
-def port_clash_message(settings: VllmSettings, holder: str | None = None) -> str:
-    who = f" (held by {holder})" if holder else ""
+def port_clash_message(settings: VllmSettings, holder: str | None = None, what: str = "") -> str:
+    """One line: the configured port is taken (by `holder`, which is `what`: "not vLLM: ...")."""
+    who = f" (held by {holder}{', ' + what if what else ''})" if holder else f" ({what})" if what else ""
     return (f"Port {settings.port} on {settings.connect_host} is already in use{who}: stop what holds it, or set "
             f"engines.vllm.port in config.yaml to a free port.")
 
@@ -214,3 +293,43 @@ def log_hint(log_text: str) -> str | None:
 
 def error(message: str) -> EngineError:
     return EngineError(message, engine=ENGINE)
+
+
+# --- redaction where text leaves the plugin ---------------------------------------------------------------------
+
+
+def redact_result(value: Any, secrets: list[str]) -> Any:
+    """`value` (a hook's result, or anything in it) with every text passed through the core's `redact`: strings,
+    lists of them, and the text fields of result dataclasses (nested ones, e.g. `Parallelism`, too)."""
+    import dataclasses
+
+    from jarvis_core.api import redact
+
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, list):
+        return [redact_result(item, secrets) for item in value]
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(redact_result(item, secrets) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {}
+        for f in dataclasses.fields(value):
+            old = getattr(value, f.name)
+            new = redact_result(old, secrets)
+            if new is not old and new != old:
+                changes[f.name] = new
+        if not changes:
+            return value
+        if value.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+            return dataclasses.replace(value, **changes)
+        for name, new in changes.items():
+            setattr(value, name, new)
+    return value
+
+
+def redact_exception(exc: BaseException, secrets: list[str]) -> None:
+    """Redact an exception's message in place (it keeps its type, engine and traceback)."""
+    from jarvis_core.api import redact
+
+    if exc.args and isinstance(exc.args[0], str):
+        exc.args = (redact(exc.args[0], secrets), *exc.args[1:])

@@ -1,20 +1,25 @@
-"""The docker runtime: vLLM as the `vllm/vllm-openai` container, through the Docker SDK (engines.md §2.6 and §3).
+"""The docker runtime: vLLM as the `vllm/vllm-openai` container, through the Docker SDK.
 
 Jarvis only ever removes containers that carry its labels (`jarvis.managed=true`, `jarvis.engine=vllm`); a container
 with the configured name but without them belongs to someone else and is never touched.
+
+The client is made the way the Docker CLI and the SDK's `docker.from_env()` make it: `DOCKER_HOST` (or
+`engines.vllm.docker_host`, which DOCKER_HOST overrides) with `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH`, and the
+current Docker context when no host is given.
 """
 
 from __future__ import annotations
 
+import os
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from jarvis_core.api import Detection, EngineError, EngineUnavailableError, StartResult
+from jarvis_core.api import Detection, EngineError, EngineUnavailableError, StartResult, redact, redact_argv
 
 from . import common
 from .common import ENGINE, error
-from .settings import CONTAINER_PORT, ModelLaunch, VllmSettings, redact
+from .settings import CONTAINER_PORT, ModelLaunch, VllmSettings
 
 if TYPE_CHECKING:
     import docker
@@ -44,21 +49,32 @@ def is_ours(container: Container) -> bool:
     return found.get(LABEL_MANAGED) == "true" and found.get(LABEL_ENGINE) == ENGINE
 
 
-def connect(docker_host: str | None) -> docker.DockerClient:
-    """A client for the daemon, checked with a ping. Raises EngineUnavailableError with the fix."""
+def connect(docker_host: str | None, secrets: list[str] | tuple[str, ...] = ()) -> docker.DockerClient:
+    """A client for the daemon at `docker_host` (default: DOCKER_HOST, else the current Docker context), made by the
+    SDK's `docker.from_env` so that DOCKER_TLS_VERIFY and DOCKER_CERT_PATH apply as they do for the Docker CLI;
+    checked with a ping. Raises EngineUnavailableError, in one line, with the fix."""
     import docker
 
-    where = docker_host or "the default Docker socket (DOCKER_HOST unset)"
+    environment = environment_for(docker_host)
+    where = redact(environment.get("DOCKER_HOST") or "the default Docker socket (DOCKER_HOST unset)", secrets)
     try:
-        client = (docker.DockerClient(base_url=docker_host, timeout=API_TIMEOUT) if docker_host
-                  else docker.from_env(timeout=API_TIMEOUT))
+        client = docker.from_env(timeout=API_TIMEOUT, environment=environment)
         client.ping()
     except Exception as exc:  # DockerException, and requests' errors that ping() lets through unwrapped
-        raise EngineUnavailableError(
+        raise EngineUnavailableError(redact(
             f"Docker is not reachable at {where}: {_first_line(exc)}. Start Docker (Docker Desktop, or "
-            f"`sudo systemctl start docker`), set DOCKER_HOST, or use engines.vllm.runtime: process.",
+            f"`sudo systemctl start docker`), set DOCKER_HOST, or use engines.vllm.runtime: process.", secrets),
             engine=ENGINE) from None
     return client
+
+
+def environment_for(docker_host: str | None) -> dict[str, str]:
+    """The environment `docker.from_env` reads: this process's, with DOCKER_HOST set to `docker_host` when one is
+    given (the TLS variables, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, apply to it as to DOCKER_HOST)."""
+    environment = dict(os.environ)
+    if docker_host:
+        environment["DOCKER_HOST"] = docker_host
+    return environment
 
 
 def _first_line(exc: BaseException) -> str:
@@ -84,7 +100,7 @@ def detect(ctx: EngineContext, settings: VllmSettings) -> Detection:
     detection = Detection(engine=ENGINE, installed=False, reachable=False, address=settings.base_url)
     notes = []
     try:
-        client = connect(settings.docker_host)
+        client = connect(settings.docker_host, settings.secrets())
     except EngineUnavailableError as exc:
         notes.append(str(exc))
     else:
@@ -96,9 +112,9 @@ def detect(ctx: EngineContext, settings: VllmSettings) -> Detection:
             else:
                 notes.append(f"Docker is running but image {ref} is missing: `docker pull {ref}`, or run with "
                              f"--force-download")
-    common.add_server(detection, settings, notes)
+    common.add_server(ctx, detection, settings, notes)
     detection.started_by_jarvis = common.started_by_jarvis(ctx, settings)
-    detection.detail = redact("; ".join(notes), settings.secrets())
+    detection.detail = settings.redact("; ".join(notes))
     return detection
 
 
@@ -148,14 +164,29 @@ def follow_pull(events: Iterable[dict[str, Any]], task: Any, ref: str) -> dict[s
 # --- start -----------------------------------------------------------------------------------------------------------
 
 
-def device_requests(gpus: Any) -> list[Any]:
+def device_ids(settings: VllmSettings) -> list[str] | None:
+    """The GPUs the container gets, as Docker's `device_ids` (driver indices or UUIDs): the engine's `gpus` in the
+    order this process's CUDA_VISIBLE_DEVICES means (`gpus: [1]` under CUDA_VISIBLE_DEVICES=2,3 is GPU 3), the same
+    value the process runtime gives as the engine's CUDA_VISIBLE_DEVICES. None: every GPU; []: none. A remote
+    daemon's GPUs are not this machine's: there `gpus` is passed as written."""
+    from jarvis_core.api import engine_visible_devices
+
+    visible = None if settings.remote_docker else os.environ.get("CUDA_VISIBLE_DEVICES")
+    value = engine_visible_devices(settings.gpus, visible)
+    if value is None:
+        return None
+    return [part for part in value.split(",") if part]
+
+
+def device_requests(settings: VllmSettings) -> list[Any]:
     from docker.types import DeviceRequest
 
-    if gpus == "none":
-        return []
-    if gpus == "all":
+    ids = device_ids(settings)
+    if ids is None:
         return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
-    return [DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])]
+    if not ids:
+        return []
+    return [DeviceRequest(device_ids=ids, capabilities=[["gpu"]])]
 
 
 def container_model_arg(launch: ModelLaunch, check: CacheCheck | None) -> tuple[str, dict[str, dict[str, str]]]:
@@ -183,7 +214,7 @@ def run_kwargs(ctx: EngineContext, settings: VllmSettings, launch: ModelLaunch,
         ports={f"{CONTAINER_PORT}/tcp": (settings.host, settings.port)},
         volumes=volumes,
         environment=settings.engine_environment(force_download=ctx.force_download),
-        device_requests=device_requests(settings.gpus),
+        device_requests=device_requests(settings),
     )
     if settings.ipc_host:
         kwargs["ipc_mode"] = "host"
@@ -201,10 +232,9 @@ def describe_command(settings: VllmSettings, kwargs: dict[str, Any]) -> list[str
         parts += ["-v", f"{source}:{spec['bind']}" + (":ro" if spec.get("mode") == "ro" else "")]
     for name in kwargs["environment"]:
         parts += ["-e", name]
-    if settings.gpus == "all":
-        parts += ["--gpus", "all"]
-    elif isinstance(settings.gpus, list):
-        parts += ["--gpus", f'"device={",".join(str(g) for g in settings.gpus)}"']
+    for request in kwargs["device_requests"]:
+        ids = request.get("DeviceIDs") or []
+        parts += ["--gpus", f'"device={",".join(ids)}"' if ids else "all"]
     if kwargs.get("ipc_mode"):
         parts += ["--ipc", "host"]
     elif kwargs.get("shm_size"):
@@ -303,9 +333,10 @@ def start(ctx: EngineContext, settings: VllmSettings, launch: ModelLaunch, check
     timeout, Ctrl-C) the container is removed and its record dropped, and the error quotes the container's log."""
     from docker.errors import APIError, ImageNotFound
 
-    from jarvis_core.api import end, gpu_memory, listener_pid, port_open, process_name
+    from jarvis_core.api import end, port_open, used_mib
 
-    client = connect(settings.docker_host)
+    secrets = settings.secrets()
+    client = connect(settings.docker_host, secrets)
     try:
         ref = settings.image_ref
         if not image_present(client, ref):
@@ -316,11 +347,11 @@ def start(ctx: EngineContext, settings: VllmSettings, launch: ModelLaunch, check
             pull_image(client, ref, ctx.progress)
         clear_leftovers(ctx, client, settings)
         if port_open(settings.connect_host, settings.port):
-            pid = listener_pid(settings.port)
-            raise error(common.port_clash_message(settings, process_name(pid) if pid else None))
+            raise error(common.port_clash_message(settings, common.listener(settings.port)))
 
         kwargs = run_kwargs(ctx, settings, launch, check)
-        gpus = gpu_memory()
+        # What the engine's GPUs use before it starts: stop waits until they are back to it.
+        baseline = None if settings.remote_docker else used_mib(settings.gpus)
         ctx.progress.note(f"Starting vLLM container {settings.container_name} ({ref}) for {launch.model}")
         try:
             container = client.containers.create(**kwargs)
@@ -331,11 +362,11 @@ def start(ctx: EngineContext, settings: VllmSettings, launch: ModelLaunch, check
             raise _api_error(exc, settings, "Creating the vLLM container") from None
         record = ctx.state.add(ENGINE, "container", run_id=ctx.run_id, address=settings.base_url,
                                log=ctx.state.log_path(f"vllm-{settings.container_name}.log"),
-                               command=describe_command(settings, kwargs), container=settings.container_name,
-                               container_id=container.id, docker_host=settings.docker_host, port=settings.port,
-                               image=ref, model=launch.model, served_name=launch.served_name,
-                               gpu_baseline_mib=gpus[0].used_mib if gpus else None,
-                               **common.parallelism_fields(launch))
+                               command=redact_argv(describe_command(settings, kwargs), secrets),
+                               container=settings.container_name, container_id=container.id,
+                               docker_host=redact(settings.docker_host, secrets) if settings.docker_host else None,
+                               port=settings.port, image=ref, model=launch.model, served_name=launch.served_name,
+                               gpu_baseline_mib=baseline, gpus=settings.gpus, **common.parallelism_fields(launch))
         try:
             try:
                 container.start()
@@ -357,16 +388,13 @@ def start(ctx: EngineContext, settings: VllmSettings, launch: ModelLaunch, check
 def _api_error(exc: Exception, settings: VllmSettings, doing: str) -> EngineError:
     text = _first_line(exc)
     if common.is_port_clash(text):
-        from jarvis_core.api import listener_pid, process_name
-
-        pid = listener_pid(settings.port)
-        return error(common.port_clash_message(settings, process_name(pid) if pid else None))
+        return error(common.port_clash_message(settings, common.listener(settings.port)))
     if common.is_gpu_refusal(text):
         return EngineUnavailableError(common.gpu_runtime_message(), engine=ENGINE)
     if getattr(exc, "status_code", None) == 409 and "already in use" in text:
         return error(f"A container named '{settings.container_name}' appeared while Jarvis was starting vLLM "
                      f"(another run?); Jarvis leaves it alone. Remove it or set engines.vllm.container_name.")
-    return error(f"{doing} failed: {redact(text, settings.secrets())}")
+    return error(f"{doing} failed: {settings.redact(text)}")
 
 
 def _wait(ctx: EngineContext, settings: VllmSettings, container: Container, launch: ModelLaunch,
@@ -386,11 +414,12 @@ def _wait(ctx: EngineContext, settings: VllmSettings, container: Container, laun
 
     secrets = settings.secrets()
     try:
-        with common.probe_client(settings.base_url) as client:
+        with common.probe_client(settings.base_url, headers=settings.auth_headers(launch)) as client:
+            # timeout None: the engine's start_timeout where set, else timeouts.start (the core decides)
             waited = await_ready(ctx, what=f"vLLM container {settings.container_name}",
                                  ready=common.Readiness(client, launch.served_name),
                                  alive=alive, alive_every=0.5,  # each check is a Docker API call
-                                 progress_line=lambda: redact(_logs(container, 1), secrets))
+                                 timeout=None, progress_line=lambda: redact(_logs(container, 1), secrets))
             return waited, common.version(client)
     except EngineError as exc:
         _save_logs(container, record, secrets)
@@ -399,7 +428,8 @@ def _wait(ctx: EngineContext, settings: VllmSettings, container: Container, laun
 
 def failure(exc: EngineError, log_text: str, record: Record, secrets: list[str]) -> EngineError:
     """The error of a failed start, worded by the core's `start_failure` as for a process: the reason, the fix the
-    log tells, the command and the log file, then the log's last lines; `secrets` redacted from all of it."""
+    log tells, the command and the log file, then the log's last lines; all of it through the core's `redact` with
+    `secrets` (secret-looking flags, URL user information and secret-named variables go whatever `secrets` holds)."""
     from jarvis_core.api import start_failure
 
     return start_failure(exc, command=record.command or (), log=record.log or "",
@@ -438,15 +468,26 @@ def _save_logs(container: Container, record: Record, secrets: list[str]) -> None
 # --- stop ------------------------------------------------------------------------------------------------------------
 
 
-def stop_record(ctx: EngineContext, record: Record, stop_timeout: float) -> tuple[list[str], list[str], str]:
+def recorded_host(record: Record, settings: VllmSettings) -> str | None:
+    """The daemon a record's container runs on. The record keeps the address redacted: one with a secret in it
+    (user information) is the configured one when that redacts to the same text."""
+    stored = record.data.get("docker_host")
+    if not isinstance(stored, str) or "***" not in stored:
+        return stored if isinstance(stored, str) else None
+    current = settings.docker_host
+    return current if current and redact(current, settings.secrets()) == stored else stored
+
+
+def stop_record(ctx: EngineContext, record: Record, settings: VllmSettings) -> tuple[list[str], list[str], str]:
     """Stop and remove the container of one state record and drop the record: (stopped, left running, note)."""
     from docker.errors import APIError, NotFound
 
     from jarvis_core.api import end
 
+    stop_timeout = settings.stop_timeout
     name = record.data.get("container") or "?"
     try:
-        client = connect(record.data.get("docker_host"))
+        client = connect(recorded_host(record, settings), settings.secrets())
     except EngineUnavailableError as exc:
         return [], [f"container {name}"], f"kept its record: {exc}"
     with closing(client):

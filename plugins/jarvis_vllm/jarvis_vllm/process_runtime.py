@@ -8,11 +8,11 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jarvis_core.api import Detection, EngineUnavailableError, StartResult
+from jarvis_core.api import Detection, EngineUnavailableError, StartResult, redact
 
 from . import common
 from .common import ENGINE, error
-from .settings import ModelLaunch, VllmSettings, redact
+from .settings import ModelLaunch, VllmSettings
 
 if TYPE_CHECKING:
     from jarvis_core.api import EngineContext, Record
@@ -51,9 +51,9 @@ def detect(ctx: EngineContext, settings: VllmSettings) -> Detection:
         detection.installed = True
         detection.version = installed_version(exe)
         notes.append(f"{exe}" + (f" (vLLM {detection.version})" if detection.version else ""))
-    common.add_server(detection, settings, notes)
+    common.add_server(ctx, detection, settings, notes)
     detection.started_by_jarvis = common.started_by_jarvis(ctx, settings)
-    detection.detail = redact("; ".join(notes), settings.secrets())
+    detection.detail = settings.redact("; ".join(notes))
     return detection
 
 
@@ -63,20 +63,26 @@ def command(exe: Path, settings: VllmSettings, launch: ModelLaunch, check: Cache
 
 
 def environment(ctx: EngineContext, settings: VllmSettings) -> dict[str, str]:
+    """The server's environment: Jarvis's own, the engine's variables, and the GPUs it is given. `gpus` is read in
+    the order this process's CUDA_VISIBLE_DEVICES means (`gpus: [1]` under CUDA_VISIBLE_DEVICES=2,3 gives it GPU 3),
+    and CUDA is told to number GPUs as the driver does (CUDA_DEVICE_ORDER=PCI_BUS_ID, unless set), so that the
+    engine and Jarvis's memory checks mean the same GPUs."""
+    from jarvis_core.api import engine_visible_devices
+
     env = dict(os.environ)
     env["HF_HUB_CACHE"] = str(settings.resolved_hub_cache())
     env.update(settings.engine_environment(force_download=ctx.force_download))
-    if settings.gpus == "none":
-        env["CUDA_VISIBLE_DEVICES"] = ""
-    elif isinstance(settings.gpus, list):
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in settings.gpus)
+    visible = engine_visible_devices(settings.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = visible
+    env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     return env
 
 
 def start(ctx: EngineContext, settings: VllmSettings, launch: ModelLaunch, check: CacheCheck | None) -> StartResult:
     """`vllm serve` through the core's one start sequence (`launch`): spawned, recorded, waited for until it serves
     the model, and on any failure ended, unrecorded and reported with its command, log tail and fix."""
-    from jarvis_core.api import gpu_memory, listener_pid, port_open, process_name, tail
+    from jarvis_core.api import port_open, tail, used_mib
     from jarvis_core.api import launch as launch_server
 
     exe = find_executable(settings.executable)
@@ -85,22 +91,22 @@ def start(ctx: EngineContext, settings: VllmSettings, launch: ModelLaunch, check
             f"The vLLM executable `{settings.executable}` was not found: `pip install vllm` (Linux), set "
             f"engines.vllm.executable to its path, or use engines.vllm.runtime: docker.", engine=ENGINE)
     if port_open(settings.connect_host, settings.port):
-        pid = listener_pid(settings.port)
-        raise error(common.port_clash_message(settings, process_name(pid) if pid else None))
+        raise error(common.port_clash_message(settings, common.listener(settings.port)))
 
     secrets = settings.secrets()
     log_name = f"vllm-serve-{settings.port}.log"
     log = ctx.state.log_path(log_name)
-    gpus = gpu_memory()
-    with common.probe_client(settings.base_url) as client:
+    env = environment(ctx, settings)  # before anything starts: a `gpus` entry that is not there is a config error
+    baseline = used_mib(settings.gpus)  # what the engine's GPUs use before it starts: stop waits until it is back
+    with common.probe_client(settings.base_url, headers=settings.auth_headers(launch)) as client:
+        # timeout None: the engine's start_timeout where set, else timeouts.start (the core decides)
         launched = launch_server(ctx, command(exe, settings, launch, check), what=f"vllm serve {launch.model}",
                                  log_name=log_name, ready=common.Readiness(client, launch.served_name),
-                                 address=settings.base_url, env=environment(ctx, settings), timeout=None,
+                                 address=settings.base_url, env=env, timeout=None,
                                  redact=lambda text: redact(text, secrets), explain=common.log_hint,
-                                 progress_line=lambda: redact(tail(log, 1), secrets),
+                                 progress_line=lambda: tail(log, 1),  # launch passes it through `redact`
                                  port=settings.port, model=launch.model, served_name=launch.served_name,
-                                 gpu_baseline_mib=gpus[0].used_mib if gpus else None,
-                                 **common.parallelism_fields(launch))
+                                 gpu_baseline_mib=baseline, gpus=settings.gpus, **common.parallelism_fields(launch))
         found_version = common.version(client)
     return StartResult(address=settings.base_url, started=True, version=found_version,
                        parallelism=launch.parallelism(),

@@ -2,7 +2,10 @@
 
 Environment variables win over config.yaml: `HF_HUB_CACHE` / `HUGGINGFACE_HUB_CACHE` / `HF_HOME` over `hf_cache`,
 `DOCKER_HOST` over `docker_host`. `HF_TOKEN` (or the legacy `HUGGING_FACE_HUB_TOKEN`) is passed to the engine when
-set; it is kept out of `repr()`, state records, logs and error messages.
+set; it is kept out of `repr()`, state records, logs and error messages, as are the other secrets `secrets()` lists
+(secret-named `environment` values, the values of secret-looking flags such as `--api-key` in `extra_args`, user
+information in `url` and `docker_host`): everything the plugin shows or writes goes through the core's `redact` with
+them.
 """
 
 from __future__ import annotations
@@ -13,14 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Literal, Mapping
 
-from jarvis_core.api import Parallelism
+from jarvis_core.api import Parallelism, bounded, redact, redact_argv
 
 from . import hfcache
 
 CONTAINER_PORT = 8000
 _GPU_ID = re.compile(r"^(\d+|GPU-[0-9a-fA-F-]+|MIG-[0-9a-zA-Z/-]+)$")
 _SHM = re.compile(r"^\d+[bkmgBKMG]?$")
-_SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD", re.I)
+_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)([^/?#]*)@")
+API_KEY_FLAG = "--api-key"
 
 
 @dataclass
@@ -137,6 +141,10 @@ class VllmSettings:
     """Docker daemon address (`unix:///...`, `npipe:////./pipe/docker_engine`, `tcp://...`); DOCKER_HOST wins."""
     stop_timeout: float = 30.0
     """Seconds vLLM gets to shut down cleanly before it is killed."""
+    start_timeout: float | None = bounded(None, above=0, high=604_800,
+                                          expected="seconds above 0, at most 604800 (a week), or null")
+    """Seconds vLLM may take to become ready; None (the default) uses `timeouts.start`: a big model loads for
+    minutes."""
 
     # Filled by apply_environment(), never from config.yaml.
     hub_cache: PurePath | None = field(default=None, init=False)
@@ -158,7 +166,7 @@ class VllmSettings:
         if self.shm_size is not None and not _SHM.match(self.shm_size):
             raise ValueError(f"shm_size: expected a size such as 16g or 512m, found {self.shm_size!r}")
         if self.url is not None and not re.match(r"^https?://", self.url):
-            raise ValueError(f"url must start with http:// or https://, found {self.url!r}")
+            raise ValueError(f"url must start with http:// or https://, found {redact(self.url)!r}")
         if not self.container_name or not re.match(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$", self.container_name):
             raise ValueError(f"container_name {self.container_name!r} is not a valid Docker container name")
 
@@ -188,8 +196,10 @@ class VllmSettings:
 
     @property
     def base_url(self) -> str:
+        """The server's address, as shown and recorded: user information in `url` is never part of it (it is sent
+        as HTTP basic authentication instead, see `auth_headers`)."""
         if self.url:
-            url = self.url.rstrip("/")
+            url = _USERINFO.sub(r"\1", self.url).rstrip("/")
             return url[: -len("/v1")] if url.endswith("/v1") else url
         host = self.host
         if host in ("0.0.0.0", "::", ""):
@@ -197,6 +207,12 @@ class VllmSettings:
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
+
+    @property
+    def remote_docker(self) -> bool:
+        """The Docker daemon runs on another machine (`tcp://`, `ssh://`): its cache and GPUs are not this one's."""
+        return self.runtime == "docker" and (self.docker_host or "").startswith(("tcp://", "ssh://", "http://",
+                                                                                   "https://"))
 
     @property
     def connect_host(self) -> str:
@@ -225,11 +241,79 @@ class VllmSettings:
             env["HF_TOKEN"] = self.hf_token
         return env
 
+    def url_credentials(self) -> tuple[str, str] | None:
+        """(user, password) from user information in `url` (`http://user:key@gpu-box:8000`), else None."""
+        from urllib.parse import unquote
+
+        match = _USERINFO.match(self.url or "")
+        if match is None:
+            return None
+        user, _, password = match.group(2).partition(":")
+        return unquote(user), unquote(password)
+
+    def api_key(self, launch: ModelLaunch | None = None) -> str | None:
+        """The key a server Jarvis starts requires (`--api-key` in its extra_args, else VLLM_API_KEY in
+        `environment`), which Jarvis then sends; None when it requires none (or the server is not Jarvis's)."""
+        if self.url:
+            return None
+        given = flag_value(launch.extra_args, API_KEY_FLAG) if launch is not None else None
+        return given or self.environment.get("VLLM_API_KEY") or None
+
+    def auth_headers(self, launch: ModelLaunch | None = None) -> dict[str, str]:
+        """What every request to the server carries: `Authorization: Bearer <api key>` for a server Jarvis started
+        with one, basic authentication from user information in `url`; nothing otherwise."""
+        key = self.api_key(launch)
+        if key:
+            return {"Authorization": f"Bearer {key}"}
+        credentials = self.url_credentials()
+        if credentials is not None:
+            import base64
+
+            token = base64.b64encode(":".join(credentials).encode()).decode("ascii")
+            return {"Authorization": f"Basic {token}"}
+        return {}
+
     def secrets(self) -> list[str]:
-        """Values that must never appear in anything Jarvis prints or stores: the HF token, and `environment`
-        values whose names look secret (`WANDB_API_KEY`, `HF_TOKEN`, `DB_PASSWORD`, ...)."""
-        found = [str(v) for k, v in self.environment.items() if _SECRET_NAME.search(k)]
-        return [s for s in (self.hf_token, *found) if s]
+        """Values that must never appear in anything Jarvis prints or stores: the HF token, `environment` values
+        whose names look secret (`WANDB_API_KEY`, `HF_TOKEN`, `DB_PASSWORD`, ...), the values of secret-looking
+        flags in `extra_args` and the models' `extra_args` (`--api-key X`, `--hf-token=X`), and user information in
+        `url` and `docker_host`."""
+        found = [str(v) for k, v in self.environment.items() if looks_secret(k)]
+        for args in (self.extra_args, *(m.extra_args for m in self.models.values())):
+            found += flag_secrets(args)
+        for address in (self.url, self.docker_host):
+            match = _USERINFO.match(address or "")
+            if match is not None:
+                from urllib.parse import unquote
+
+                password = match.group(2).partition(":")[2]
+                found += [match.group(2), password, unquote(password)]
+        return sorted({s for s in (self.hf_token, *found) if s}, key=lambda s: (-len(s), s))
+
+    def redact(self, text: str) -> str:
+        """`text` through the core's one redaction function, with this engine's secrets."""
+        return redact(text, self.secrets())
+
+
+def looks_secret(name: str) -> bool:
+    """Whether a variable or option name holds a secret, by the core's rule (what `redact_argv` masks)."""
+    probe = f"{name}=x"
+    return redact_argv([probe]) != [probe]
+
+
+def flag_secrets(args: list[str]) -> list[str]:
+    """The values of secret-looking options in a command line (`--api-key X`, `--token=X`), as the core's
+    `redact_argv` finds them."""
+    args = [str(a) for a in args]
+    found = []
+    for original, shown in zip(args, redact_argv(args)):
+        if shown == original:
+            continue
+        if shown == "***":
+            found.append(original)
+        elif shown.endswith("=***") and "=" in original:
+            found.append(original.split("=", 1)[1])
+    return found
 
 
 def _check_max_num_seqs(value: int | None) -> None:
@@ -241,9 +325,3 @@ def _check_fraction(value: float | None) -> None:
     if value is not None and not 0.0 < value <= 1.0:
         raise ValueError(f"gpu_memory_utilization must be above 0 and at most 1, found {value}")
 
-
-def redact(text: str, secrets: list[str]) -> str:
-    for secret in sorted(secrets, key=len, reverse=True):  # a secret that holds another goes whole
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
