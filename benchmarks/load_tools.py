@@ -3,7 +3,7 @@
 the same stand-in (tests/standins/load_server.py: 80 ms to the first token, then 19 more tokens 15 ms apart).
 
 - achieved output tokens/s at 64 in flight ÷ the known maximum (64 × 20 / 0.365 s);
-- TTFT error at 1 in flight: the tool's mean TTFT − the stand-in's true 80 ms (the stand-in sends its role-only chunk
+- TTFT error at 1 in flight: the tool's median TTFT − the stand-in's true 80 ms (the stand-in sends its role-only chunk
   at once, so a tool that ends TTFT at the first chunk reports about 0 and an error of about −80 ms).
 
 A tool that cannot run here is reported as such, with the reason.
@@ -51,7 +51,7 @@ def _vllm(concurrency: int, prompts: int) -> dict[str, float]:
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip()[-400:] or done.stdout.strip()[-400:])
     found = json.loads((out / "r.json").read_text())
-    return {"output_tps": found["output_throughput"], "ttft_mean_s": found["mean_ttft_ms"] / 1e3}
+    return {"output_tps": found["output_throughput"], "ttft_p50_s": found["median_ttft_ms"] / 1e3}
 
 
 def _servebench(concurrency: int, requests: int) -> dict[str, float]:
@@ -70,18 +70,14 @@ def _servebench(concurrency: int, requests: int) -> dict[str, float]:
     if done.returncode != 0 or not (out / "levels.csv").is_file():
         raise RuntimeError(done.stderr.strip()[-400:] or done.stdout.strip()[-400:])
     row = next(csv.DictReader((out / "levels.csv").open()))
-    tps = next(float(v) for k, v in row.items() if "output" in k.lower() and "tok" in k.lower() and v)
-    ttft = next(float(v) for k, v in row.items() if "ttft" in k.lower() and ("mean" in k.lower() or "avg" in k.lower())
-                and v)
-    return {"output_tps": tps, "ttft_mean_s": ttft / 1e3 if "ms" in next(k for k in row if "ttft" in k.lower())
-            else ttft}
+    return {"output_tps": float(row["out_tok_s"]), "ttft_p50_s": float(row["ttft_p50_ms"]) / 1e3}
 
 
 def _jarvis(concurrency: int, requests: int) -> dict[str, float]:
     found = _measure("--concurrency", str(concurrency), "--requests", str(requests), "--warmup", str(concurrency),
                      "--ttft-truth")
-    return {"output_tps": found["output_tps"], "ttft_mean_s": TTFT + sum(found["ttft_errors"]) /
-            max(len(found["ttft_errors"]), 1)}
+    errors = sorted(found["ttft_errors"])
+    return {"output_tps": found["output_tps"], "ttft_p50_s": TTFT + (errors[len(errors) // 2] if errors else 0.0)}
 
 
 def run(quick: bool = False) -> Outcome:
@@ -93,12 +89,13 @@ def run(quick: bool = False) -> Outcome:
             at_64 = tool(64, requests)
             at_1 = tool(1, 12 if quick else 30)
         except Exception as exc:  # noqa: BLE001 - a tool that cannot run here is a row, not a crash
-            out.row(f"{name}: could not run", f"{type(exc).__name__}: {str(exc).splitlines()[-1][:140]}")
+            last = (str(exc).strip().splitlines() or [""])[-1]
+            out.row(f"{name}: could not run", f"{type(exc).__name__}: {last[:140]}")
             continue
         share = at_64["output_tps"] / best
-        error_ms = (at_1["ttft_mean_s"] - TTFT) * 1e3
+        error_ms = (at_1["ttft_p50_s"] - TTFT) * 1e3
         out.row(f"{name}: 64 in flight, achieved / known maximum ({best:.0f} tok/s)", f"{share:.1%}")
-        out.row(f"{name}: 1 in flight, mean TTFT − true {TTFT * 1e3:.0f} ms", f"{error_ms:+.2f} ms")
+        out.row(f"{name}: 1 in flight, median TTFT − true {TTFT * 1e3:.0f} ms", f"{error_ms:+.2f} ms")
         out.raw[name] = {"achieved_share_64": share, "ttft_error_ms_1": error_ms, "gap_s": GAP}
     return out
 
