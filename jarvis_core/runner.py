@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 
 from . import __version__, lifecycle
 from .engine import ChatRequest, Detection, InferResult, Message, StartResult
-from .gpu import gpu_memory, wait_for_release
+from .gpu import used_mib, wait_for_release
 from .http import close_shared
 from .errors import EngineUnavailableError, JarvisError, ModelMissingError
 from .load import Level
@@ -65,8 +65,8 @@ class Runner:
         self._detections: dict[str, Detection] = {}
         self._active: set[str] = set()  # engines Jarvis brought up in this run and has not stopped yet
         self._engine_recorded: set[str] = set()
-        gpus = gpu_memory()
-        self._gpu_baseline: int | None = gpus[0].used_mib if gpus else None
+        # Memory used on every GPU Jarvis can see (CUDA_VISIBLE_DEVICES), before anything starts.
+        self._gpu_baseline: int | None = used_mib("all")
 
     # --- the run ---------------------------------------------------------------------------------------------
 
@@ -259,7 +259,7 @@ class Runner:
                 self._stop(other)
                 stopped = True
         if stopped and self._gpu_baseline is not None:
-            back = wait_for_release(self._gpu_baseline, timeout=self.session.config.timeouts.stop)
+            back = wait_for_release(self._gpu_baseline, gpus="all", timeout=self.session.config.timeouts.stop)
             if back is False:
                 self.say(f"  GPU memory is not back near {self._gpu_baseline} MiB after "
                          f"{self.session.config.timeouts.stop:g} s; starting {engine} anyway")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import sys
 
+import yaml
+
 from tests.run.conftest import MARK, Campaign, records
 
 GPU_NAME = "NVIDIA H100 80GB HBM3"
@@ -45,7 +47,10 @@ def prepare(campaign: Campaign, stop: float = 2) -> None:
     fake_gpu(campaign)
     campaign.ollama_model("qwen2.5:0.5b")
     campaign.hf_model("Org/Good")
-    campaign.config(timeouts={"start": 30, "stop": stop, "request": 30})
+    path = campaign.config(timeouts={"start": 30, "stop": stop, "request": 30})
+    config = yaml.safe_load(path.read_text())
+    config["engines"]["vllm"]["gpus"] = "all"  # the engine is given the GPU, so its memory is what is checked
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
     campaign.setups("defaults: {repetitions: 1}\n"
                     "tests:\n  - {id: t, prompt: 'What is the capital of France?', check: {contains: Paris}}\n"
                     "setups:\n  one: ['vllm:Org/Good#stream', 'ol_qwen2.5:0.5b#stream']\n")
