@@ -642,6 +642,10 @@ def write_report(results_path: Path, out_path: Path, bad: BadLines | None = None
             raise IsADirectoryError(21, "is a folder")
         out_path.parent.mkdir(parents=True, exist_ok=True)
         book.save(tmp)
+    except KeyboardInterrupt:
+        if tmp.parent.is_dir():
+            tmp.unlink(missing_ok=True)  # Ctrl-C while saving: no half-written workbook left behind
+        raise
     except OSError as exc:
         if tmp.parent.is_dir():
             tmp.unlink(missing_ok=True)

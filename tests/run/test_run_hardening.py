@@ -107,3 +107,25 @@ def test_a_report_path_that_cannot_be_written_is_one_line_and_leaves_no_part_fil
     assert result.output.strip().startswith(f"Error: Cannot write the report to {target}: ")
     assert len(result.output.strip().splitlines()) == 1
     assert not list(isolated.rglob("*.part"))
+
+
+def test_ctrl_c_while_the_report_is_written_is_one_line_and_130(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from tests.run.conftest import JARVIS_EXE
+
+    results = tmp_path / "results.jsonl"
+    with open(results, "w") as fh:
+        fh.write(json.dumps({"type": "run", "schema": 2}) + "\n")
+        for i in range(60_000):  # seconds of work for the report
+            fh.write(json.dumps({**GOOD, "repetition": i, "test": f"t{i % 50}", "e2e_s": 0.5 + i % 7 / 10}) + "\n")
+    proc = subprocess.Popen([str(JARVIS_EXE), "report", str(results)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)  # imports done, the report is being built
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    assert err.strip() == "Interrupted." and "Traceback" not in out + err
+    assert not list(tmp_path.glob("*.part"))
