@@ -32,7 +32,7 @@ from .errors import (
 )
 from .gpu import GpuMemory, engine_gpus, engine_visible_devices, gpu_memory, used_mib, wait_for_release
 from .hookspecs import hookimpl
-from .http import close_shared, error_message, make_client, read_stamped, shared_client, stamped_lines
+from .http import close_shared, error_message, http_answer, make_client, read_stamped, shared_client, stamped_lines
 from .launch import Launched, await_ready, end, exit_reason, launch, running, start_failure
 from .modelid import Flags, ModelRef
 from .openai_api import chat as openai_chat
@@ -72,7 +72,7 @@ __all__ = [
     "IS_WINDOWS", "spawn", "create_time", "is_running", "end_tree", "tail", "port_open", "listener_pid",
     "process_name", "free_port", "wait_port_closed", "wait_until_ready",
     # HTTP and the OpenAI-compatible API
-    "make_client", "shared_client", "close_shared", "stamped_lines", "read_stamped", "error_message",
+    "make_client", "shared_client", "close_shared", "http_answer", "stamped_lines", "read_stamped", "error_message",
     "openai_chat", "openai_models", "openai_serves",
     # warmup
     "warm", "warmup_request", "WARMUP_PROMPT",

@@ -32,6 +32,22 @@ def make_client(base_url: str = "", *, timeout: float = 300.0, connect_timeout: 
 MAX_CONNECTIONS = 1024
 
 
+def http_answer(client: httpx.Client, path: str, timeout: float = 2.0) -> tuple[httpx.Response | None, str | None]:
+    """GET `path` to learn what listens at a port: `(response, None)`; `(None, why)` when something accepts
+    connections but gives no HTTP answer; `(None, None)` when nothing accepts them. For telling a foreign program on
+    an engine's port from the engine."""
+    import httpx
+
+    try:
+        return client.get(path, timeout=timeout), None
+    except httpx.ConnectError:
+        return None, None
+    except httpx.TimeoutException:
+        return None, "it accepts connections but sends no HTTP answer"
+    except httpx.HTTPError as exc:
+        return None, f"it does not speak HTTP ({type(exc).__name__})"
+
+
 _shared: dict[str, httpx.Client] = {}
 
 

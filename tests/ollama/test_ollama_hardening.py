@@ -121,16 +121,7 @@ def test_a_server_jarvis_starts_gets_no_credentials(session_for, fake_ollama, po
 # --- a port held by a program that is not Ollama ------------------------------------------------------------------
 
 
-@pytest.fixture
-def http_server(port):
-    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not port_open("127.0.0.1", port) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield proc
-    proc.terminate()
-    proc.wait(10)
+from test_ollama_detect import not_ollama as http_server  # noqa: E402,F401 - the same foreign HTTP server
 
 
 def test_an_http_server_on_the_port_is_reported_not_missing(session_for, fake_ollama, http_server, port):

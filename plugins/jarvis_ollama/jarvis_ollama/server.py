@@ -30,6 +30,7 @@ from jarvis_core.api import (
     end,
     end_tree,
     exit_reason,
+    http_answer,
     launch,
     listener_pid,
     port_open,
@@ -162,17 +163,10 @@ def _is_ollama_program(pid: int) -> bool:
 def not_ollama(url: str, timeout: float = 2.0) -> str | None:
     """Why what accepts connections at `url` is not an Ollama server, in a few words; None when nothing accepts
     connections there or an Ollama answers."""
-    import httpx
-
     with client_for(url, timeout=timeout) as client:
-        try:
-            response = client.get("/api/version", timeout=timeout)
-        except httpx.ConnectError:
-            return None
-        except httpx.TimeoutException:
-            return "it accepts connections but sends no HTTP answer"
-        except httpx.HTTPError as exc:
-            return f"it does not speak HTTP ({type(exc).__name__})"
+        response, why = http_answer(client, "/api/version", timeout)
+    if response is None:
+        return why
     if response.status_code != 200:
         return f"it answers GET /api/version with HTTP {response.status_code}"
     try:

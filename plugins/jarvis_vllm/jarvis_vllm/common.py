@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from jarvis_core.api import EngineError
+from jarvis_core.api import EngineError, http_answer
 
 if TYPE_CHECKING:
     import httpx
@@ -76,17 +76,10 @@ def server_info(base_url: str, headers: dict[str, str] | None = None) -> ServerI
 def not_vllm(base_url: str, headers: dict[str, str] | None = None) -> str | None:
     """Why what accepts connections at base_url is not (or does not answer as) a vLLM server, in a few words; None
     when nothing accepts connections there."""
-    import httpx
-
     with probe_client(base_url, timeout=2.0, headers=headers) as probe:
-        try:
-            response = probe.get("/v1/models")
-        except httpx.ConnectError:
-            return None
-        except httpx.TimeoutException:
-            return "it accepts connections but sends no HTTP answer"
-        except httpx.HTTPError as exc:
-            return f"it does not speak HTTP ({type(exc).__name__})"
+        response, why = http_answer(probe, "/v1/models")
+    if response is None:
+        return why
     if response.status_code == 401:
         return ("it answers GET /v1/models with HTTP 401: it wants an API key (give it as --api-key in extra_args "
                 "or VLLM_API_KEY in engines.vllm.environment, for a server Jarvis starts)")
