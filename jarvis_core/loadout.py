@@ -15,7 +15,7 @@ from . import lifecycle
 from .config import Config
 from .engine import Availability
 from .errors import EngineNotInstalledError, JarvisError, UsageError
-from .gpu import gpu_memory, wait_for_release
+from .gpu import engine_gpus, gpu_memory, wait_for_release
 from .modelid import ModelRef
 from .results import Status
 from .session import Session
@@ -129,22 +129,29 @@ def same_model(session: Session, engine: str, a: str, b: str) -> bool:
     return compare(a, b) if compare is not None else a == b
 
 
-def check_fit(availabilities: list[tuple[ModelRef, Availability]]) -> None:
-    """Refuse, before starting anything, a loadout whose memory cannot fit on the GPU (where one exists)."""
-    gpus = gpu_memory()
-    if not gpus:
-        return
-    total = gpus[0].total_mib * 2**20
-    used = gpus[0].used_mib * 2**20
-    need = sum(a.memory_bytes or 0 for _, a in availabilities)
-    if need and used + need > total:
-        parts = ", ".join(f"{r.canonical} {a.memory_bytes / 2**30:.1f} GiB" for r, a in availabilities
-                          if a.memory_bytes)
-        settings = sorted({a.memory_setting for _, a in availabilities if a.memory_setting})
-        raise UsageError(
-            f"The loadout needs {need / 2**30:.1f} GiB of GPU memory ({parts}) but {gpus[0].name} has "
-            f"{(total - used) / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB; nothing was started. "
-            f"Lower {', '.join(settings) if settings else 'the models’ memory use'} in config.yaml, or drop a model.")
+def check_fit(availabilities: list[tuple[ModelRef, Availability]],
+              gpus_of: Callable[[str], Any] = lambda engine: "all") -> None:
+    """Refuse, before starting anything, a loadout whose memory cannot fit on the GPUs (where there are any). Each
+    model counts on the first GPU its engine is given (`gpus_of(engine)`: the engine's `gpus` setting)."""
+    on_gpu: dict[int, list[tuple[ModelRef, Availability]]] = {}
+    gpus: dict[int, Any] = {}
+    for ref, availability in availabilities:
+        found = engine_gpus(gpus_of(ref.engine))
+        if found:
+            gpus[found[0].index] = found[0]
+            on_gpu.setdefault(found[0].index, []).append((ref, availability))
+    for index, models in on_gpu.items():
+        gpu = gpus[index]
+        total, used = gpu.total_mib * 2**20, gpu.used_mib * 2**20
+        need = sum(a.memory_bytes or 0 for _, a in models)
+        if need and used + need > total:
+            parts = ", ".join(f"{r.canonical} {a.memory_bytes / 2**30:.1f} GiB" for r, a in models if a.memory_bytes)
+            settings = sorted({a.memory_setting for _, a in models if a.memory_setting})
+            raise UsageError(
+                f"The loadout needs {need / 2**30:.1f} GiB of GPU memory ({parts}) but {gpu.name} (GPU {index}) has "
+                f"{(total - used) / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB; nothing was started. "
+                f"Lower {', '.join(settings) if settings else 'the models’ memory use'} in config.yaml, or drop a "
+                f"model.")
 
 
 def up(session: Session, name: str, model_ids: list[str], say: Callable[[str], None]) -> LoadoutState:
@@ -170,7 +177,8 @@ def up(session: Session, name: str, model_ids: list[str], say: Callable[[str], N
         if any(same_model(session, ref.engine, k, ref.name) for k in detection.loaded_models or ()):
             resident.add(ref.canonical)  # already counted in the GPU's used memory: not needed again
         ready.append((ref, verdict))
-    check_fit([(r, v.availability) for r, v in ready if r.canonical not in resident and v.availability])
+    check_fit([(r, v.availability) for r, v in ready if r.canonical not in resident and v.availability],
+              gpus_of=lambda engine: getattr(session.context(engine).settings, "gpus", "all"))
     gpus = gpu_memory()
     if gpus:
         session.state.set_baseline(session.run_id, gpus[0].used_mib)  # kept from the first `up` of this loadout

@@ -85,16 +85,16 @@ def test_force_download_pulls(echo):
 
 
 def test_does_not_fit_is_refused_before_starting_anything(echo, monkeypatch):
-    monkeypatch.setattr("jarvis_core.loadout.gpu_memory", lambda: [GpuMemory(0, "RTX 5090", 16384, 32607)])
+    monkeypatch.setattr("jarvis_core.gpu._query", lambda with_uuid: [GpuMemory(0, "RTX 5090", 16384, 32607)])
     result = invoke("loadout", "up", "daily")
     assert result.exit_code == 2
-    assert "needs 20.0 GiB" in result.output and "RTX 5090 has 15.8 GiB free of 31.8 GiB" in result.output
+    assert "needs 20.0 GiB" in result.output and "RTX 5090 (GPU 0) has 15.8 GiB free of 31.8 GiB" in result.output
     assert "engines.echo.size" in result.output and "nothing was started" in result.output
     assert not [c for c in echo.calls if c[0] == "start"]
 
 
 def test_fit_check_passes_when_it_fits(echo, monkeypatch):
-    monkeypatch.setattr("jarvis_core.loadout.gpu_memory", lambda: [GpuMemory(0, "RTX 5090", 1024, 32607)])
+    monkeypatch.setattr("jarvis_core.gpu._query", lambda with_uuid: [GpuMemory(0, "RTX 5090", 1024, 32607)])
     assert invoke("loadout", "up", "daily").exit_code == 0
 
 
@@ -159,5 +159,5 @@ def test_a_model_replaced_by_the_next_one_is_not_reported_loaded(one_at_a_time):
 def test_up_again_does_not_count_resident_models_twice(one_at_a_time, monkeypatch):
     # 24 GiB used of 31.8: the resident model (10 GiB) is in there; counting it again (34 GiB) would refuse.
     assert invoke("loadout", "up", "one").exit_code == 0
-    monkeypatch.setattr("jarvis_core.loadout.gpu_memory", lambda: [GpuMemory(0, "RTX 5090", 24576, 32607)])
+    monkeypatch.setattr("jarvis_core.gpu._query", lambda with_uuid: [GpuMemory(0, "RTX 5090", 24576, 32607)])
     assert invoke("loadout", "up", "one").exit_code == 0
