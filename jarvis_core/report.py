@@ -617,6 +617,18 @@ def _write_definitions(book: _Book, load_columns: tuple[Column, ...] | None = No
 # ---------------------------------------------------------------------------------------------------------- entry
 
 
+def _discard(book: _Book, tmp: Path) -> None:
+    """After a failed save: close the write-only sheets' row writers now (else each complains on the way out,
+    "Exception ignored in ..."), and remove the half-written file."""
+    for ws in book.wb.worksheets:
+        try:
+            ws.close()  # finishes the sheet's own temporary file; never touches the report's path
+        except Exception:  # noqa: BLE001 - closing after a failed save may fail in any way; nothing is lost
+            pass
+    if tmp.parent.is_dir() and (tmp.is_file() or not tmp.exists()):
+        tmp.unlink(missing_ok=True)
+
+
 def write_report(results_path: Path, out_path: Path, bad: BadLines | None = None) -> Path:
     """Build report.xlsx at `out_path` from the results file at `results_path`; returns `out_path`.
 
@@ -628,27 +640,35 @@ def write_report(results_path: Path, out_path: Path, bad: BadLines | None = None
     results_path, out_path = Path(results_path), Path(out_path)
     if not results_path.is_file():
         raise UsageError(f"no results file at {results_path}: give the results.jsonl a run wrote")
-    scan = _scan(results_path, bad)
-    book = _Book()
-    widths = _write_summary(book, scan, results_path)
-    _write_charts(book, scan)
-    _write_results(book, results_path, widths)
-    load_columns = write_load_sheet(book, results_path)
-    _write_environment(book, scan, results_path)
-    _write_definitions(book, load_columns)
     tmp = out_path.with_name(out_path.name + ".part")
-    try:
+    try:  # can we write there at all? Asked before the workbook is built
         if out_path.is_dir():
             raise IsADirectoryError(21, "is a folder")
+        if out_path.exists() and not out_path.is_file():
+            raise OSError(22, "is not a regular file (a device or a pipe)")
+        if any(p.exists() and not p.is_dir() for p in out_path.parents):
+            raise NotADirectoryError(20, "a folder on its path is a file")
         out_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.open("wb").close()
+        tmp.unlink()  # writable: the workbook is saved there once it is built
+    except OSError as exc:
+        raise UsageError(f"Cannot write the report to {out_path}: {exc.strerror or exc}; give another path with -o "
+                         f"(the results in {results_path} are safe).") from None
+    scan = _scan(results_path, bad)
+    book = _Book()
+    try:
+        widths = _write_summary(book, scan, results_path)
+        _write_charts(book, scan)
+        _write_results(book, results_path, widths)
+        load_columns = write_load_sheet(book, results_path)
+        _write_environment(book, scan, results_path)
+        _write_definitions(book, load_columns)
         book.save(tmp)
     except KeyboardInterrupt:
-        if tmp.parent.is_dir():
-            tmp.unlink(missing_ok=True)  # Ctrl-C while saving: no half-written workbook left behind
+        _discard(book, tmp)  # Ctrl-C while building or saving: no half-written workbook, no noise on the way out
         raise
     except OSError as exc:
-        if tmp.parent.is_dir():
-            tmp.unlink(missing_ok=True)
+        _discard(book, tmp)
         raise UsageError(f"Cannot write the report to {out_path}: {exc.strerror or exc}; give another path with -o "
                          f"(the results in {results_path} are safe).") from None
     try:

@@ -97,7 +97,7 @@ def test_an_output_folder_that_cannot_be_written_is_one_line(echo, isolated, tar
     assert len(lines) == 1 and lines[0].startswith(f"Error: Cannot write results to {target}: ") and problem in lines[0]
 
 
-@pytest.mark.parametrize("target", ["a-folder", "/proc/report.xlsx", "a-file/report.xlsx"])
+@pytest.mark.parametrize("target", ["a-folder", "/proc/report.xlsx", "a-file/report.xlsx", "/dev/full"])
 def test_a_report_path_that_cannot_be_written_is_one_line_and_leaves_no_part_file(echo, isolated, target):
     assert invoke("run", "--output", "out").exit_code == 0
     (isolated / "a-folder").mkdir()
@@ -106,7 +106,23 @@ def test_a_report_path_that_cannot_be_written_is_one_line_and_leaves_no_part_fil
     assert result.exit_code == 2, result.output
     assert result.output.strip().startswith(f"Error: Cannot write the report to {target}: ")
     assert len(result.output.strip().splitlines()) == 1
-    assert not list(isolated.rglob("*.part"))
+    assert not list(isolated.rglob("*.part")) and not Path(target + ".part").exists()
+    assert not Path("/dev/full").is_file(), "a device is never replaced by a file"
+
+
+def test_an_unwritable_report_path_makes_no_noise_on_the_way_out(tmp_path):
+    import subprocess
+
+    from tests.run.conftest import JARVIS_EXE
+
+    results = tmp_path / "results.jsonl"
+    results.write_text(json.dumps({"type": "run"}) + "\n" + json.dumps(GOOD) + "\n")
+    done = subprocess.run([str(JARVIS_EXE), "report", str(results), "-o", "/proc/report.xlsx"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [f"Error: Cannot write the report to /proc/report.xlsx: No such file or "
+                                                f"directory; give another path with -o (the results in {results} are "
+                                                f"safe)."]
 
 
 def test_ctrl_c_while_the_report_is_written_is_one_line_and_130(tmp_path):
