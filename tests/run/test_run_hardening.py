@@ -145,3 +145,31 @@ def test_ctrl_c_while_the_report_is_written_is_one_line_and_130(tmp_path):
     assert proc.returncode == 130, (out, err)
     assert err.strip() == "Interrupted." and "Traceback" not in out + err
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_ctrl_c_while_plugins_load_is_one_line_and_130(tmp_path):
+    """A plugin that takes long to import (a heavy third-party one): Ctrl-C during start-up is one line and 130."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.run.conftest import JARVIS_EXE
+
+    site = tmp_path / "site"
+    info = site / "jarvis_slow-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: jarvis-slow\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[jarvis]\nslow = jarvis_slow_plugin\n")
+    (site / "jarvis_slow_plugin.py").write_text(
+        f"import pathlib, time\npathlib.Path({str(tmp_path / 'importing')!r}).touch()\ntime.sleep(30)\n")
+    env = {**os.environ, "PYTHONPATH": str(site), "JARVIS_LOAD_PLUGINS": "slow"}
+    proc = subprocess.Popen([str(JARVIS_EXE), "plugins"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "importing").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, (out, err)
+    assert err.strip() == "Interrupted." and out == ""
