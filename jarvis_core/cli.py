@@ -47,7 +47,8 @@ class JarvisGroup(click.Group):
         except click.UsageError as exc:
             where = f"jarvis {exc.ctx.command_path.split(' ', 1)[1]} --help" if exc.ctx and " " in \
                 exc.ctx.command_path else "jarvis --help"
-            echo(f"Error: {exc.format_message()} (see {where})", err=True)
+            # One line whatever the user typed: a newline in an argument is shown escaped.
+            echo(f"Error: {exc.format_message()} (see {where})".replace("\n", "\\n"), err=True)
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
             echo(f"Error: {exc.format_message()}", err=True)

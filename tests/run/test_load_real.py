@@ -83,5 +83,5 @@ def test_vllm_batches_so_its_output_rate_grows_with_concurrency(campaign: Campai
     found = bench(campaign, f"vllm:{TINY}", "--requests", "12", "--output-tokens", "32", "--prompt-tokens", "32")
     levels = by_level(found)
     assert levels[1]["requests_ok"] == levels[4]["requests_ok"] == 12
-    assert levels[4]["output_tps"] > 1.5 * levels[1]["output_tps"], levels
+    assert levels[4]["output_tps"] > 1.3 * levels[1]["output_tps"], levels  # llama.cpp's one slot stays below
     assert found["saturation"] is None

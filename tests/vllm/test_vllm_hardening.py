@@ -222,13 +222,16 @@ def certs(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def no_ping(monkeypatch):
-    """A client that is never asked anything: only how it was made is checked (no TLS daemon is needed)."""
+def no_ping():
+    """A client that is never asked anything: only how it was made is checked (no TLS daemon is needed). Undone when
+    this fixture ends, before the leftover check of a real Docker engine needs the real version negotiation."""
     import docker
     from docker.api.client import APIClient
 
-    monkeypatch.setattr(APIClient, "_retrieve_server_version", lambda self: "1.43")
-    monkeypatch.setattr(docker.DockerClient, "ping", lambda self: True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(APIClient, "_retrieve_server_version", lambda self: "1.43")
+        patch.setattr(docker.DockerClient, "ping", lambda self: True)
+        yield
 
 
 def test_docker_tls_variables_apply_to_docker_host(monkeypatch, certs, no_ping):
