@@ -238,6 +238,11 @@ def test_num_parallel_slots_serve_that_many_at_once_and_queue_the_rest(num_paral
             t.start()
         for t in threads:
             t.join()
+        # The stand-in gives the slot back just after the answer is written: wait for its stamp, not the answer's.
+        deadline = time.monotonic() + 5
+        while any(r.t_slot_released is None for r in s.emissions if r.path == "/api/chat") and \
+                time.monotonic() < deadline:
+            time.sleep(0.01)
         served = sorted((r.t_slot, r.t_slot_released) for r in s.emissions if r.path == "/api/chat")
         assert len(served) == 3 and all(start < end for start, end in served)
         overlapping = max(sum(1 for start, end in served if start <= t < end) for t, _ in served)
