@@ -17,7 +17,6 @@ from jarvis_vllm import docker_runtime, process_runtime
 from jarvis_vllm.settings import PARALLEL_DEFAULT, PARALLEL_SETTING, VllmSettings
 
 from vllm_fixtures import *  # noqa: F401,F403  (fixtures)
-from vllm_helpers import CONFIG, make_repo
 from tests.standins.openai_server import OpenAIStandin
 
 MODEL = "jarvis-test/tiny"
@@ -88,14 +87,6 @@ def test_both_runtimes_pass_the_flag():
 
 
 # --- start: the process runtime with the stand-in as `vllm serve` ---------------------------------------------------
-
-
-@pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    hub = tmp_path / "hub"
-    make_repo(hub, MODEL, {"config.json": CONFIG, "model.safetensors": b"w"})
-    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
-    return hub
 
 
 @pytest.fixture

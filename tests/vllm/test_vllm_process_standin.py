@@ -23,14 +23,6 @@ FRANCE = [Message("user", "What is the capital of France?")]
 
 
 @pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    hub = tmp_path / "hub"
-    make_repo(hub, MODEL, {"config.json": CONFIG, "model.safetensors": b"w"})
-    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
-    return hub
-
-
-@pytest.fixture
 def proc_session(session_for, fake_vllm, hub):
     def make(*extra_args: str, timeouts: dict | None = None, **settings):
         settings.setdefault("port", free_port())

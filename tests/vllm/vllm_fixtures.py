@@ -33,7 +33,8 @@ from vllm_helpers import CACHE, REPO, missing_prerequisite
 if str(REPO) not in sys.path:  # for tests.standins
     sys.path.insert(0, str(REPO))
 
-__all__ = ["nothing_survives", "vllm_plugin", "session_for", "fake_vllm", "docker_engine", "fake_gpus", "FakeGpus"]
+__all__ = ["nothing_survives", "vllm_plugin", "session_for", "fake_vllm", "docker_engine", "fake_gpus", "FakeGpus", "hub",
+           "TINY_MODEL"]
 
 STANDIN = REPO / "tests" / "standins" / "openai_server.py"
 # One short folder for the test daemon, shared with tests/run (each starts and stops it in turn; `dockerd.sh start`
@@ -230,3 +231,18 @@ def _which(name: str) -> str | None:
     import shutil
 
     return shutil.which(name)
+
+
+#: The tiny model the process-runtime tests serve through the stand-in.
+TINY_MODEL = "jarvis-test/tiny"
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A Hugging Face cache (HF_HUB_CACHE) holding TINY_MODEL, complete as huggingface_hub lays it out."""
+    from vllm_helpers import CONFIG, make_repo
+
+    hub = tmp_path / "hub"
+    make_repo(hub, TINY_MODEL, {"config.json": CONFIG, "model.safetensors": b"w"})
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    return hub
