@@ -22,6 +22,7 @@ from .engine import (
     TokenSource,
     WarmupResult,
 )
+from .aio import openai_chat_async, session_for, timeout_after
 from .errors import (
     ConfigError,
     EngineError,
@@ -52,7 +53,7 @@ from .processes import (
     wait_port_closed,
     wait_until_ready,
 )
-from .progress import Progress, Task, human_bytes
+from .progress import Progress, Task, human_bytes, human_duration
 from .redact import redact, redact_argv
 from .state import LOADOUT_RUN_PREFIX, Record, StateStore
 from .warmup import WARMUP_PROMPT, warm, warmup_request
@@ -65,7 +66,9 @@ __all__ = [
     # errors a hook raises (one line each, shown to the user)
     "JarvisError", "ConfigError", "EngineError", "EngineUnavailableError", "ModelMissingError", "EngineTimeoutError",
     # settings and services
-    "Config", "build_settings", "bounded", "Bounds", "redact", "redact_argv", "StateStore", "Record", "LOADOUT_RUN_PREFIX", "Progress", "Task", "human_bytes",
+    "Config", "build_settings", "bounded", "Bounds", "redact", "redact_argv", "StateStore", "Record", "LOADOUT_RUN_PREFIX",
+    # the one progress display: plugins report bytes, files and phases (Task.update, .files, .phase); the core draws
+    "Progress", "Task", "human_bytes", "human_duration",
     # starting and ending servers
     "launch", "Launched", "await_ready", "start_failure", "end", "exit_reason", "running",
     # processes, by (pid, create_time)
@@ -74,6 +77,8 @@ __all__ = [
     # HTTP and the OpenAI-compatible API
     "make_client", "shared_client", "close_shared", "http_answer", "stamped_lines", "read_stamped", "error_message",
     "openai_chat", "openai_models", "openai_serves",
+    # the same from an event loop, for `infer_async` (load levels)
+    "openai_chat_async", "session_for", "timeout_after",
     # warmup
     "warm", "warmup_request", "WARMUP_PROMPT",
     # the GPU

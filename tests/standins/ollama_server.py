@@ -68,6 +68,7 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Al
             500: "Internal Server Error", 503: "Service Unavailable"}
 BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"
 MID_STREAM_ERROR = "an error was encountered while running the model: unexpected EOF"
+DIGEST_MISMATCH = "digest mismatch, file must be downloaded again"  # the real server's errDigestMismatch
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -262,6 +263,11 @@ class Fault:
       ``status``     answer HTTP ``status`` with ``{"error": message}`` before anything is streamed
                      (e.g. 503 queue full).
       ``load_error`` loading the model fails: HTTP 500 ``{"error": message}``, the model stays unloaded.
+      ``corrupt``    (pull) every layer arrives, then the check after ``verifying sha256 digest`` fails as
+                     the real server's ``verifyBlob`` does: ``{"error": "digest mismatch, file must be
+                     downloaded again: want sha256:..., got sha256:..."}`` ends the stream (HTTP 200); the
+                     bad blob is deleted and no manifest is written, so the model stays absent and the next
+                     pull downloads that layer again. ``stream:false``: HTTP 500 with that error.
     endpoint: ``chat``, ``generate``, ``pull`` or None (any of them). model: a name or None.
     times: how many requests it hits (None: every matching request).
     """
@@ -275,7 +281,7 @@ class Fault:
     status: int = 500
     seconds: Optional[float] = None
 
-    KINDS = ("error", "die", "crash", "hang", "status", "load_error")
+    KINDS = ("error", "die", "crash", "hang", "status", "load_error", "corrupt")
 
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:
@@ -284,6 +290,7 @@ class Fault:
             self.message = {"status": BUSY_MESSAGE if self.status == 503 else "stand-in injected error",
                             "load_error": "llama runner process has terminated: error loading model: "
                                           "unable to allocate CUDA0 buffer",
+                            "corrupt": DIGEST_MISMATCH,
                             }.get(self.kind, MID_STREAM_ERROR)
 
     @classmethod
@@ -294,6 +301,8 @@ class Fault:
         if self.times is not None and self.times <= 0:
             return False
         if self.endpoint and self.endpoint != endpoint:
+            return False
+        if self.kind == "corrupt" and endpoint != "pull":
             return False
         return not self.model or _om.canonical_name(self.model) == _om.canonical_name(model or "x")
 
@@ -993,7 +1002,8 @@ class OllamaStandin:
         if fault is not None and fault.kind == "status":
             ex.error(fault.status, fault.message or "")
             return
-        ex.fault = fault if fault is not None and fault.kind != "load_error" else None
+        corrupt = fault is not None and fault.kind == "corrupt"
+        ex.fault = fault if fault is not None and fault.kind not in ("load_error", "corrupt") else None
         send = ex.line if stream else (lambda obj: None)
         step = self.pull_seconds / (self.pull_steps + 2)
         send({"status": "pulling manifest"})
@@ -1006,17 +1016,35 @@ class OllamaStandin:
                 ex.fault = None
                 ex.error(500, message)
             return
+        # As the real PullModel: each layer (the config last) in turn, "pulling <12 hex>" with total and, once
+        # bytes arrived, completed; a blob already on disk (a re-pull of the same model) is one complete line and
+        # skips the check that follows.
+        cached = present is not None and present.digest == spec.digest
+        fetched = []
         for media, digest, size in spec.layer_plan():
             status = f"pulling {digest[7:19]}"
-            if size > 1_000_000:
+            if size > 1_000_000 and not cached:
                 send({"status": status, "digest": digest, "total": size})
                 for k in range(1, self.pull_steps + 1):
                     self._sleep(step)
                     send({"status": status, "digest": digest, "total": size, "completed": size * k // self.pull_steps})
             else:
                 send({"status": status, "digest": digest, "total": size, "completed": size})
+            if not cached:
+                fetched.append(digest)
         send({"status": "verifying sha256 digest"})
         self._sleep(step / 2)
+        if corrupt and fetched:
+            # verifyBlob of the first downloaded layer fails; the server deletes that blob and ends the pull
+            assert fault is not None
+            ex.rec.fault, ex.rec.outcome = fault.kind, "error"
+            got = "sha256:" + hashlib.sha256(f"corrupted:{fetched[0]}".encode()).hexdigest()
+            message = f"{fault.message or DIGEST_MISMATCH}: want {fetched[0]}, got {got}"
+            if stream:
+                ex.stream_error(message)
+            else:
+                ex.error(500, message)
+            return
         send({"status": "writing manifest"})
         replaced = present is not None and present.digest != spec.digest
         self._install(spec)

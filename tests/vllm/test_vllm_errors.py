@@ -100,64 +100,6 @@ def test_failure_message_has_command_tail_and_hint_without_secrets():
     assert TOKEN not in message and "***" in message
 
 
-class FakeTask:
-    def __init__(self) -> None:
-        self.updates: list[tuple[int, int | None]] = []
-        self.closed: str | None = None
-
-    def update(self, completed: int, total: int | None = None) -> None:
-        self.updates.append((completed, total))
-
-    def close(self, message: str | None = None) -> None:
-        self.closed = message
-
-
-PULL_EVENTS = [
-    {"status": "Pulling from vllm/vllm-openai", "id": "v0.11.0"},
-    {"status": "Pulling fs layer", "progressDetail": {}, "id": "aaa"},
-    {"status": "Pulling fs layer", "progressDetail": {}, "id": "bbb"},
-    {"status": "Already exists", "progressDetail": {}, "id": "ccc"},
-    {"status": "Downloading", "progressDetail": {"current": 100, "total": 1000}, "id": "aaa"},
-    {"status": "Downloading", "progressDetail": {"current": 50, "total": 500}, "id": "bbb"},
-    {"status": "Downloading", "progressDetail": {"current": 600, "total": 1000}, "id": "aaa"},
-    {"status": "Verifying Checksum", "progressDetail": {}, "id": "aaa"},
-    {"status": "Download complete", "progressDetail": {}, "id": "aaa"},
-    {"status": "Downloading", "progressDetail": {"current": 500, "total": 500}, "id": "bbb"},
-    {"status": "Extracting", "progressDetail": {"current": 1000, "total": 1000}, "id": "aaa"},
-    {"status": "Pull complete", "progressDetail": {}, "id": "aaa"},
-    {"status": "Pull complete", "progressDetail": {}, "id": "bbb"},
-    {"status": "Digest: sha256:0123"},
-    {"status": "Status: Downloaded newer image for vllm/vllm-openai:v0.11.0"},
-]
-
-
-def test_pull_progress_is_summed_over_layers():
-    task = FakeTask()
-    layers = docker_runtime.follow_pull(PULL_EVENTS, task, "vllm/vllm-openai:v0.11.0")
-    assert layers == {"aaa": (1000, 1000), "bbb": (500, 500)}
-    assert task.updates[0] == (100, 1000)
-    assert (150, 1500) in task.updates and (650, 1500) in task.updates and task.updates[-1] == (1500, 1500)
-    completed = [c for c, _ in task.updates]
-    assert completed == sorted(completed)  # extraction never counts as download progress
-    assert "Downloaded newer image" in task.closed
-
-
-def test_pull_stream_errors_are_raised():
-    events = PULL_EVENTS[:5] + [{"errorDetail": {"message": "unauthorized: authentication required"},
-                                 "error": "unauthorized: authentication required"}]
-    task = FakeTask()
-    with pytest.raises(EngineError, match="Pulling image vllm/vllm-openai:nope failed: unauthorized"):
-        docker_runtime.follow_pull(events, task, "vllm/vllm-openai:nope")
-    assert "failed" in task.closed
-
-
-def test_pull_progress_drives_a_console_bar():
-    out = io.StringIO()
-    progress = Progress(out)
-    docker_runtime.follow_pull(PULL_EVENTS, progress.task("image x", unit="B"), "x")
-    assert "100.0%" in out.getvalue() and "1.5 KB/1.5 KB" in out.getvalue()
-
-
 def test_exit_reason_from_container_state():
     assert docker_runtime.exit_reason({"Status": "running", "ExitCode": 0}) is None
     assert docker_runtime.exit_reason({"Status": "exited", "ExitCode": 1, "OOMKilled": False}) == \

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import pytest
 
 from jarvis_core.errors import ModelMissingError
-from jarvis_core.progress import Progress
 from jarvis_vllm import hfcache
 
 from vllm_fixtures import *  # noqa: F401,F403  (fixtures)
@@ -125,27 +123,6 @@ def test_start_refuses_a_missing_model_at_once(session_for, tmp_path: Path, monk
         session.start(session.resolve("vllm:org/absent"))
 
 
-def test_tqdm_class_forwards_download_progress():
-    out = io.StringIO()
-    cls = hfcache.progress_tqdm(Progress(out), "org/m")
-    files = cls(total=3, desc="Fetching 3 files")
-    bytes_bar = cls(total=0, unit="B", unit_scale=True, desc="Downloading bytes")
-    hidden = cls(total=0, unit="B", desc="Reconstructing (incomplete total...)")
-    bytes_bar.total = 2000  # huggingface_hub raises the total as it learns file sizes
-    bytes_bar.refresh()
-    for _ in range(4):
-        bytes_bar.update(500)
-        hidden.update(500)
-    for _ in range(3):
-        files.update(1)
-    for bar in (bytes_bar, files, hidden):
-        bar.close()
-    text = out.getvalue()
-    assert "org/m download" in text and "100.0%" in text and "2.0 KB/2.0 KB" in text
-    assert "org/m files" in text and "3 files/3 files" in text
-    assert "Reconstruct" not in text
-
-
 def test_pull_of_a_local_folder_cannot_download(session_for, tmp_path: Path):
     folder = tmp_path / "half"
     folder.mkdir()
@@ -159,10 +136,44 @@ def test_pull_reports_an_unreachable_hub_in_one_line(session_for, tmp_path: Path
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.delenv("HF_HUB_OFFLINE")
     import huggingface_hub.constants as constants
 
-    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     session = session_for(runtime="process", executable="/nonexistent/vllm")
     with pytest.raises(EngineError) as info:
         session.pull(session.resolve("vllm:org/absent"))
-    assert "\n" not in str(info.value) and "org/absent" in str(info.value)
+    message = str(info.value)
+    assert "\n" not in message and "Cannot download org/absent" in message
+    assert "the Hugging Face Hub at http://127.0.0.1:9 cannot be reached" in message
+
+
+def test_pull_with_hf_hub_offline_set_is_refused(session_for, tmp_path: Path, monkeypatch):
+    from jarvis_core.errors import EngineError
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))  # HF_HUB_OFFLINE=1: the tests' default
+    session = session_for(runtime="process", executable="/nonexistent/vllm")
+    with pytest.raises(EngineError, match="HF_HUB_OFFLINE is set in the environment; unset it to download"):
+        session.pull(session.resolve("vllm:org/absent"))
+
+
+def test_a_revision_is_checked_in_the_cache(session_for, tmp_path: Path, monkeypatch):
+    hub = tmp_path / "hub"
+    make_repo(hub, REPO_ID, {"config.json": CONFIG, "model.safetensors": b"w"})  # main only
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    session = session_for(models={REPO_ID: {"revision": "v2"}})
+    pinned = session.is_available(session.resolve(f"vllm:{REPO_ID}"))
+    assert not pinned.present and "revision v2 of" in pinned.detail
+    assert pinned.fix == f"rerun with --force-download, or `hf download {REPO_ID} --revision v2`"
+    (hub / "models--jarvis-test--tiny" / "refs" / "v2").write_text("a" * 40)  # v2 is the commit main has
+    assert session.is_available(session.resolve(f"vllm:{REPO_ID}")).present
+
+
+@pytest.mark.parametrize("revision", ["", "main branch", "--help", "a..b", "x" * 300])
+def test_a_bad_revision_names_the_key(vllm_plugin, make_session, revision):
+    from jarvis_core.errors import ConfigError
+
+    session = make_session({"engines": {"vllm": {"models": {REPO_ID: {"revision": revision}}}}})
+    with pytest.raises(ConfigError) as info:
+        session.is_available(session.resolve(f"vllm:{REPO_ID}"))
+    assert f"engines.vllm.models.{REPO_ID}" in str(info.value) and "revision: expected a branch" in str(info.value)

@@ -118,19 +118,34 @@ def pull(ctx: EngineContext, model: ModelRef) -> Availability:
 
     settings: OllamaSettings = ctx.settings
     server.ensure_running(ctx)  # Ollama downloads through its server
-    task = ctx.progress.task(f"Pulling {model.name}", total=None)
+    # One display: bytes summed over the layers, Ollama's own status lines ("pulling manifest", "pulling <digest>",
+    # "verifying sha256 digest", "writing manifest", ...) as its phases.
+    task = ctx.progress.task(f"ollama: {model.name}", total=None, unit="B")
     with client.client_for(settings.url, timeout=ctx.config.timeouts.request) as http:
         try:
-            client.pull(http, model.name, on_progress=task.update, timeout=ctx.config.timeouts.request)
+            client.pull(http, model.name, on_progress=task.update, on_status=task.phase,
+                        timeout=ctx.config.timeouts.request)
+        except client.PullBrokeOff as exc:
+            task.close(f"ollama: the download of {model.name} broke off")
+            raise EngineError(f"The download of '{model.name}' broke off ({exc.message}); run again to resume it.",
+                              engine=ENGINE) from None
         except client.OllamaAPIError as exc:
-            task.close(f"Pulling {model.name} failed: {exc.message}")
+            if client.is_digest_mismatch(exc.message):
+                task.close(f"ollama: {model.name}: the download was corrupted")
+                raise EngineError(f"The download of '{model.name}' was corrupted: a file failed Ollama's sha256 "
+                                  f"check ({exc.message}). Ollama deleted it; run again to download it anew.",
+                                  engine=ENGINE) from None
+            task.close(f"ollama: pulling {model.name} failed")
             return Availability(present=False, detail=f"Ollama could not pull '{model.name}': {exc.message}",
                                 fix=f"check the name at https://ollama.com/search, then: ollama pull {model.name}")
         except httpx.HTTPError as exc:
-            task.close(f"Pulling {model.name} broke off")
+            task.close(f"ollama: the download of {model.name} broke off")
             raise EngineError(f"The download of '{model.name}' broke off ({type(exc).__name__}: {exc}); run again "
                               f"to resume it.", engine=ENGINE) from None
-        task.close(f"Pulled {model.name}")
+        except BaseException:
+            task.close(f"ollama: the download of {model.name} was interrupted; run again to resume it")
+            raise
+        task.close()  # the core's final line: how much, in how long
         try:
             entry = client.find(client.tags(http), model.name)
         except (httpx.HTTPError, client.OllamaAPIError):
@@ -164,6 +179,19 @@ def infer(ctx: EngineContext, model: ModelRef, request: ChatRequest) -> InferRes
     except OSError:  # the state file could not be written: measuring goes on, and stop cannot unload it
         pass
     return client.chat(http, model.name, request, keep_alive=loading.keep_alive_for(ctx), num_ctx=settings.num_ctx)
+
+
+@hookimpl
+async def infer_async(ctx: EngineContext, model: ModelRef, request: ChatRequest) -> InferResult:
+    from . import client, loading
+
+    settings: OllamaSettings = ctx.settings
+    try:
+        loading.note_first_use(ctx, client.shared(settings.url), model.name)  # a set lookup after the first time
+    except OSError:
+        pass
+    return await client.chat_async(settings.url, model.name, request, keep_alive=loading.keep_alive_for(ctx),
+                                   num_ctx=settings.num_ctx)
 
 
 @hookimpl

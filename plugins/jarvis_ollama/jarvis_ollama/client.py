@@ -22,7 +22,9 @@ from jarvis_core.api import (
     error_message,
     make_client,
     read_stamped,
+    session_for,
     shared_client,
+    timeout_after,
     stamped_lines,
 )
 
@@ -179,12 +181,30 @@ def unload(client: httpx.Client, model: str, timeout: float = 30.0) -> dict[str,
     return post(client, "/api/generate", {"model": model, "keep_alive": 0, "stream": False}, timeout)
 
 
+class PullBrokeOff(OllamaAPIError):
+    """A pull's stream ended without an error and without `success` (the server stopped mid-download)."""
+
+
+#: The start of the error Ollama ends a pull with when a downloaded file fails its sha256 check (`errDigestMismatch`);
+#: the server has deleted the file by then, so the next pull downloads it again.
+DIGEST_MISMATCH = "digest mismatch"
+
+
+def is_digest_mismatch(message: str) -> bool:
+    """Whether a pull's error says the download was corrupted (a layer failed its sha256 check)."""
+    return message.lower().startswith(DIGEST_MISMATCH)
+
+
 def pull(client: httpx.Client, model: str, on_progress: Callable[[int, int], None],
          on_status: Callable[[str], None] | None = None, timeout: float = 300.0) -> None:
-    """`POST /api/pull`, streamed. Progress is summed over every layer (distinct digest). An error line inside the
-    stream, or a stream that ends without `success`, raises OllamaAPIError."""
+    """`POST /api/pull`, streamed. Progress is summed over every layer (distinct digest) and given to `on_progress`
+    as (bytes done, bytes known so far); each new status line before `success` ("pulling manifest",
+    "pulling <digest>", "verifying sha256 digest", "writing manifest", "removing unused layers") goes to
+    `on_status`, once. An error line inside the stream raises OllamaAPIError (`is_digest_mismatch` tells a corrupted
+    download); a stream that ends without `success`, PullBrokeOff."""
     layers: dict[str, tuple[int, int]] = {}
     success = False
+    last_status = ""
     body = json.dumps({"model": model, "stream": True}).encode()
     with client.stream("POST", "/api/pull", content=body, headers=_JSON, timeout=timeout) as response:
         if response.status_code >= 400:
@@ -200,18 +220,20 @@ def pull(client: httpx.Client, model: str, on_progress: Callable[[int, int], Non
                 continue
             if event.get("error"):
                 raise OllamaAPIError(200, str(event["error"]))
-            status = str(event.get("status") or "")
             digest = event.get("digest")
             if isinstance(digest, str) and isinstance(event.get("total"), int):
                 completed = event.get("completed") if isinstance(event.get("completed"), int) else 0
                 layers[digest] = (min(completed, event["total"]), event["total"])
                 on_progress(sum(c for c, _ in layers.values()), sum(t for _, t in layers.values()))
-            elif status and on_status is not None:
-                on_status(status)
+            status = str(event.get("status") or "")
             if status == "success":
                 success = True
+            elif status and status != last_status:  # after the figures: a display draws a new status at once
+                last_status = status
+                if on_status is not None:
+                    on_status(status)
     if not success:
-        raise OllamaAPIError(200, "the download stream ended before 'success' (server stopped?)")
+        raise PullBrokeOff(200, "the server ended the stream before 'success'")
 
 
 # --- chat ---------------------------------------------------------------------------------------------------------
@@ -304,26 +326,32 @@ def _take_final(event: dict[str, Any], result: InferResult) -> None:
         result.prompt_tokens = event["prompt_eval_count"]
 
 
-def _read_stream(response: httpx.Response, result: InferResult, deadline: int) -> None:
-    pieces: list[str] = []
-    done = False
-    lines = stamped_lines(response)
-    reads = iter(lines)
-    for arrived, line in reads:
-        if result.t_first_byte is None:
-            result.t_first_byte = lines.first_byte
+class StreamReader:
+    """Reads a streamed chat answer (NDJSON) into `result`, line by line, whichever client read it: `line(arrived,
+    text)` per line, stamped by the caller when its network read arrived (before parsing), until it returns True
+    (the `done` line, or an error); then `finish(now)`."""
+
+    __slots__ = ("result", "pieces", "done")
+
+    def __init__(self, result: InferResult) -> None:
+        self.result = result
+        self.pieces: list[str] = []
+        self.done = False
+
+    def line(self, arrived: int, line: str | bytes) -> bool:
+        result = self.result
         if not line.strip():
-            continue
+            return False
         try:
             event = json.loads(line)
         except ValueError:
             result.error = f"unreadable line from Ollama: {line[:200]!r}"
-            break
+            return True
         if not isinstance(event, dict):
-            continue
+            return False
         if event.get("error"):
             result.error = str(event["error"])
-            break
+            return True
         message = event.get("message") if isinstance(event.get("message"), dict) else {}
         content = message.get("content") if isinstance(message.get("content"), str) else ""
         thinking = message.get("thinking") if isinstance(message.get("thinking"), str) else ""
@@ -333,29 +361,101 @@ def _read_stream(response: httpx.Response, result: InferResult, deadline: int) -
             result.t_last_token = arrived
             result.chunk_times.append(arrived)
             if content:
-                pieces.append(content)
+                self.pieces.append(content)
         if event.get("done"):
             _take_final(event, result)
-            done = True
+            self.done = True
+            return True
+        return False
+
+    def finish(self, now: int) -> None:
+        result = self.result
+        result.t_end = now
+        result.text = "".join(self.pieces)
+        if result.error is None and not self.done:
+            result.error = "the stream ended before the answer was complete (Ollama or its runner died?)"
+        if result.output_tokens is None and result.chunk_times:
+            result.output_tokens = len(result.chunk_times)
+            result.token_source = "estimated"
+
+
+def _read_stream(response: httpx.Response, result: InferResult, deadline: int) -> None:
+    reader = StreamReader(result)
+    lines = stamped_lines(response)
+    reads = iter(lines)
+    for arrived, line in reads:
+        if result.t_first_byte is None:
+            result.t_first_byte = lines.first_byte
+        if reader.line(arrived, line):
             break
         if arrived > deadline:
             result.error = "timed out before the answer was complete"
             break
-    result.t_end = time.perf_counter_ns()
-    if done:
+    reader.finish(time.perf_counter_ns())
+    if reader.done:
         for _ in reads:  # read the body's end, so the connection goes back to the pool for the next request
             pass
-    result.text = "".join(pieces)
-    if result.error is None and not done:
-        result.error = "the stream ended before the answer was complete (Ollama or its runner died?)"
-    if result.output_tokens is None and result.chunk_times:
-        result.output_tokens = len(result.chunk_times)
-        result.token_source = "estimated"
+
+
+async def chat_async(url: str, model: str, request: ChatRequest, *, keep_alive: int | str | None = None,
+                     num_ctx: int | None = None) -> InferResult:
+    """`chat` from an event loop (the `infer_async` hook, for load levels), over the loop's aiohttp session of
+    `url`: the same body, stamps, reading and error results."""
+    import asyncio
+
+    import aiohttp
+
+    body = json.dumps(chat_body(model, request, keep_alive=keep_alive, num_ctx=num_ctx)).encode()
+    result = InferResult(stream=request.stream, t_send=0)
+    clock = time.perf_counter_ns
+    session = session_for(url)
+    result.t_send = clock()  # kept if the request never gets written; the session's trace stamps the body's end
+    try:
+        async with timeout_after(request.timeout):
+            async with session.post("/api/chat", data=body, headers={**_JSON, **(auth_headers(url) or {})},
+                                    trace_request_ctx=result) as response:
+                if response.status >= 400:
+                    result.t_first_byte = clock()
+                    result.error = error_message(response.status, await response.read())
+                elif request.stream:
+                    reader = StreamReader(result)
+                    pending = b""
+                    reads = response.content.iter_any()
+                    async for data in reads:
+                        arrived = clock()
+                        if result.t_first_byte is None:
+                            result.t_first_byte = arrived
+                        *complete, pending = (pending + data).split(b"\n")
+                        if any(reader.line(arrived, line) for line in complete):
+                            break
+                    else:
+                        reader.line(clock(), pending)
+                    reader.finish(clock())
+                    if reader.done:
+                        async for _ in reads:  # the body's end, so the connection is kept for the next request
+                            pass
+                else:
+                    raw = await response.read()
+                    result.t_first_byte = result.t_end = result.t_last_token = clock()
+                    _parse_whole(raw, result)
+    except (asyncio.TimeoutError, TimeoutError):
+        result.error = f"timed out after {request.timeout:g} s"
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
+        result.error = f"the connection broke mid-answer (Ollama or its runner died?): {exc or type(exc).__name__}"
+    except (aiohttp.ClientError, OSError) as exc:
+        result.error = f"cannot reach Ollama: {exc or type(exc).__name__}"
+    if result.t_end is None:
+        result.t_end = clock()
+    return result
 
 
 def _read_whole(response: httpx.Response, result: InferResult) -> None:
     raw, result.t_first_byte, result.t_end = read_stamped(response)
     result.t_last_token = result.t_end
+    _parse_whole(raw, result)
+
+
+def _parse_whole(raw: bytes, result: InferResult) -> None:
     try:
         event = json.loads(raw)
         if not isinstance(event, dict):

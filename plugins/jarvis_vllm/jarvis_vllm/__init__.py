@@ -42,8 +42,8 @@ __all__ = ["ModelSettings", "VllmSettings", "PREFIXES", "__version__"]
 PREFIXES = ("vllm:", "vl_")
 
 
-def _fix(name: str) -> str:
-    return f"rerun with --force-download, or `hf download {name}`"
+def _fix(name: str, revision: str | None = None) -> str:
+    return f"rerun with --force-download, or `hf download {name}{f' --revision {revision}' if revision else ''}`"
 
 
 _Hook = TypeVar("_Hook", bound=Callable[..., Any])
@@ -119,7 +119,7 @@ def detect(ctx: EngineContext) -> Detection:
 def _check(settings: VllmSettings, model: ModelRef) -> CacheCheck:
     from . import hfcache
 
-    return hfcache.check_model(model.name, settings.resolved_hub_cache())
+    return hfcache.check_model(model.name, settings.resolved_hub_cache(), revision=settings.revision(model.name))
 
 
 def _remote_down(settings: VllmSettings) -> str:
@@ -151,7 +151,8 @@ def is_available(ctx: EngineContext, model: ModelRef) -> Availability:
             raise EngineError(taken, engine=ENGINE)
     memory, setting = _reserved_memory(settings, model.name)
     return Availability(present=check.present, detail=check.detail, revision=check.revision,
-                        fix=None if check.present or check.local_folder else _fix(model.name),
+                        fix=None if check.present or check.local_folder else
+                        _fix(model.name, settings.revision(model.name)),
                         memory_bytes=memory, memory_setting=setting)
 
 
@@ -191,8 +192,15 @@ def pull(ctx: EngineContext, model: ModelRef) -> Availability:
         return Availability(present=True, detail=check.detail, revision=check.revision)
     if check.local_folder or not hfcache.is_repo_id(model.name):
         raise ModelMissingError(f"{check.detail}; a local model folder cannot be downloaded.", engine=ENGINE)
-    ctx.progress.note(f"vllm: downloading {model.name} into {settings.resolved_hub_cache()}")
-    hfcache.download(model.name, settings.resolved_hub_cache(), progress=ctx.progress, token=settings.hf_token)
+    revision = settings.revision(model.name)
+    if settings.hf_offline:
+        raise EngineError(f"Cannot download {model.name}: HF_HUB_OFFLINE is set in the environment; unset it to "
+                          f"download.", engine=ENGINE)
+    ctx.progress.note(f"vllm: downloading {model.name}{f' (revision {revision})' if revision else ''} into "
+                      f"{settings.resolved_hub_cache()}")
+    hfcache.download(model.name, settings.resolved_hub_cache(), progress=ctx.progress, token=settings.hf_token,
+                     revision=revision, endpoint=settings.hf_endpoint,
+                     label=f"vllm: {model.name}{f'@{revision}' if revision else ''}")
     check = _check(settings, model)
     if not check.present:
         raise ModelMissingError(f"After downloading, {check.detail}.", engine=ENGINE)
@@ -228,7 +236,8 @@ def start(ctx: EngineContext, model: ModelRef) -> StartResult:
     if not _remote_docker(settings):
         check = _check(settings, model)
         if not check.present and not ctx.force_download:
-            raise ModelMissingError(f"{check.detail}; {_fix(model.name)}.", engine=ENGINE)
+            raise ModelMissingError(f"{check.detail}; {_fix(model.name, settings.revision(model.name))}.",
+                                    engine=ENGINE)
     return _runtime(settings).start(ctx, settings, launch, check)
 
 
@@ -253,6 +262,16 @@ def infer(ctx: EngineContext, model: ModelRef, request: ChatRequest) -> InferRes
     launch = settings.launch(model.name)
     return openai_chat(common.client(settings, launch), launch.served_name, request,
                        extra=exact_tokens_fields(request))
+
+
+@hookimpl
+async def infer_async(ctx: EngineContext, model: ModelRef, request: ChatRequest) -> InferResult:
+    from jarvis_core.api import openai_chat_async
+
+    settings = _settings(ctx)
+    launch = settings.launch(model.name)
+    return await openai_chat_async(settings.base_url, launch.served_name, request, extra=exact_tokens_fields(request),
+                                   headers=settings.auth_headers(launch) or None)
 
 
 def exact_tokens_fields(request: ChatRequest) -> dict[str, object] | None:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import docker
     from docker.models.containers import Container
 
-    from jarvis_core.api import EngineContext, Progress, Record
+    from jarvis_core.api import EngineContext, Progress, Record, Task
 
     from .hfcache import CacheCheck
 
@@ -121,44 +121,186 @@ def detect(ctx: EngineContext, settings: VllmSettings) -> Detection:
 # --- pull ------------------------------------------------------------------------------------------------------------
 
 
-def pull_image(client: docker.DockerClient, ref: str, progress: Progress) -> None:
-    """Pull `ref` with one progress bar summed over its layers. Errors inside the stream are raised, as EngineError."""
-    from docker.errors import APIError
+# How a pull is shown. The daemon reports, per layer, "Downloading" bytes (current/total of the compressed layer),
+# then "Extracting" bytes of the same compressed layer, then "Pull complete". Layers download a few at a time and each
+# extracts, in order, as soon as it is downloaded, so the two overlap; yet the two figures cannot honestly be added up
+# into one amount of bytes (a 10 GB image would read "15 GB/20 GB"). So the one task shows two phases in sequence,
+# each with true figures: "downloading" (bytes downloaded, over all layers) until every layer is downloaded, then
+# "extracting" (bytes extracted, over all layers; layers extracted during the download count at once). The total is
+# given only once the daemon has said every layer's size (a "Waiting" layer has none yet): a sum over the layers seen
+# so far would read 100 % after the first small layers. Layers that "Already exists" are not pulled and not counted.
+DOWNLOADING, EXTRACTING = "downloading", "extracting"
+RESUME_HINT = "Docker keeps the layers it finished, so running again (or `docker pull {ref}`) downloads only the rest"
+
+
+class _Layer:
+    __slots__ = ("size", "downloaded", "extracted", "fetched", "done")
+
+    def __init__(self) -> None:
+        self.size = 0  # compressed bytes; 0 until the daemon says
+        self.downloaded = 0
+        self.extracted = 0
+        self.fetched = False  # downloaded and checked
+        self.done = False  # extracted ("Pull complete")
+
+
+class PullTally:
+    """What the daemon's pull events said so far, layer by layer (the layer IDs are the short digests Docker shows)."""
+
+    def __init__(self) -> None:
+        self.layers: dict[str, _Layer] = {}
+        self.present: set[str] = set()  # "Already exists": not pulled
+        self.status = ""  # the daemon's closing "Status: ..." line, once it came
+        self.error = ""
+
+    def add(self, event: dict[str, Any]) -> None:
+        if event.get("error") or event.get("errorDetail"):
+            detail = event.get("errorDetail") if isinstance(event.get("errorDetail"), dict) else {}
+            text = str(event.get("error") or detail.get("message") or "unknown error").strip()
+            self.error = text.splitlines()[0] if text else "unknown error"
+            return
+        status = str(event.get("status") or "")
+        if status.startswith("Status:"):
+            self.status = status
+            return
+        layer_id = event.get("id")
+        if not isinstance(layer_id, str) or not layer_id:
+            return
+        if status == "Already exists":
+            self.present.add(layer_id)
+            self.layers.pop(layer_id, None)
+            return
+        if status not in ("Pulling fs layer", "Waiting", "Downloading", "Verifying Checksum", "Download complete",
+                          "Extracting", "Pull complete"):
+            return  # "Pulling from <repo>" (its id is the tag), "Retrying in 5 seconds", ...
+        layer = self.layers.setdefault(layer_id, _Layer())
+        current, total = _byte_counts(event.get("progressDetail"))
+        if status == "Downloading" and total:
+            layer.size = total
+            layer.downloaded = min(current, total)
+        elif status in ("Verifying Checksum", "Download complete"):
+            layer.fetched = True
+        elif status == "Extracting":
+            layer.fetched = True
+            if total:  # the compressed bytes read so far (the containerd image store may give no total)
+                layer.size = layer.size or total
+                layer.extracted = min(current, layer.size)
+        elif status == "Pull complete":
+            layer.fetched = layer.done = True
+        if layer.fetched:
+            layer.downloaded = layer.size
+        if layer.done:
+            layer.extracted = layer.size
+
+    @property
+    def phase(self) -> str | None:
+        if not self.layers:
+            return None
+        if not all(layer.fetched for layer in self.layers.values()):
+            return DOWNLOADING
+        return EXTRACTING
+
+    @property
+    def total(self) -> int | None:
+        """The bytes of the layers to pull, once every one's size is known."""
+        if not self.layers or any(layer.size <= 0 for layer in self.layers.values()):
+            return None
+        return sum(layer.size for layer in self.layers.values())
+
+    @property
+    def downloaded(self) -> int:
+        return sum(layer.downloaded for layer in self.layers.values())
+
+    @property
+    def extracted(self) -> int:
+        return sum(layer.extracted for layer in self.layers.values())
+
+
+def _byte_counts(detail: Any) -> tuple[int, int]:
+    """(current, total) bytes of a progressDetail; (0, 0) when it holds no total."""
+    if not isinstance(detail, dict):
+        return 0, 0
+    current, total = detail.get("current"), detail.get("total")
+    if not isinstance(total, int) or total <= 0:
+        return 0, 0
+    return (max(current, 0) if isinstance(current, int) else 0), total
+
+
+def pull_image(client: docker.DockerClient, ref: str, progress: Progress) -> PullTally:
+    """Pull `ref` with one progress task (phases "downloading", then "extracting"; see above) and a final line with
+    how much was pulled and how long it took. A failure is raised as EngineError in one line; a pull that breaks off
+    says that Docker keeps what it finished (its own resume: a new pull skips the layers already there)."""
+    import time
+    from http.client import HTTPException
+
+    from docker.errors import APIError, StreamParseError
     from docker.utils import parse_repository_tag
+    from requests.exceptions import RequestException
+    from urllib3.exceptions import HTTPError
+
+    from jarvis_core.api import human_bytes
 
     repo, tag = parse_repository_tag(ref)
-    progress.note(f"vllm: pulling image {ref}")
+    label = f"vllm: image {ref}"
+    progress.note(f"vllm: pulling image {ref}")  # off a terminal the task prints nothing until the layers are known
+    task = progress.task(label, total=None, unit="B")
+    started = time.monotonic()
+    tally = PullTally()
+    broke_off = f"Pulling image {ref} broke off"
+    resume = RESUME_HINT.format(ref=ref)
     try:
-        events = client.api.pull(repo, tag=tag or "latest", stream=True, decode=True)
-        follow_pull(events, progress.task(f"image {ref}", total=None, unit="B"), ref)
-    except APIError as exc:
-        raise error(f"Pulling image {ref} failed: {_first_line(exc)}. Check the image name and tag "
-                    f"(engines.vllm.image / tag) and the network.") from None
+        try:
+            events = client.api.pull(repo, tag=tag or "latest", stream=True, decode=True)
+            follow_pull(events, task, tally)
+            # the real daemon ends a pull with "Status: ..."; a stream cut short without an error has none
+            complete = bool(tally.status) or bool(tally.error) or image_present(client, ref)
+        except APIError as exc:  # before the stream: unknown repository or tag, no access, registry unreachable
+            raise error(f"Pulling image {ref} failed: {_first_line(exc)}. Check the image name and tag "
+                        f"(engines.vllm.image / tag) and the network.") from None
+        except (HTTPError, RequestException, HTTPException, StreamParseError, OSError) as exc:
+            raise error(f"{broke_off}: the connection to Docker was lost ({type(exc).__name__}: "
+                        f"{_first_line(exc)}). {resume}.") from None
+        if tally.error and not (tally.downloaded or any(layer.fetched for layer in tally.layers.values())):
+            raise error(f"Pulling image {ref} failed: {tally.error}. Check the image name and tag "
+                        f"(engines.vllm.image / tag), `docker login` for a private registry, and the network.")
+        if tally.error:  # the daemon gave up mid-download (network, registry, disk) after its own retries
+            raise error(f"{broke_off}: {tally.error}. {resume}.")
+        if not complete:
+            raise error(f"{broke_off}: Docker's answer ended before the pull was complete. {resume}.")
+    except EngineError as exc:
+        if str(exc).startswith(broke_off):
+            task.close(f"{label}: pull broke off after {human_bytes(tally.downloaded)} downloaded, "
+                       f"{human_bytes(tally.extracted)} extracted")
+        else:
+            task.close(f"{label}: pull failed")
+        raise
+    except BaseException:  # Ctrl-C: the daemon cancels the pull when Jarvis hangs up
+        task.close(f"{label}: pull stopped; {resume}")
+        raise
+    pulled = sum(layer.size for layer in tally.layers.values())
+    kept = f"; {len(tally.present)} already present" if tally.present else ""
+    task.close(f"{label}: pulled {human_bytes(pulled)} in {time.monotonic() - started:.0f} s "
+               f"({len(tally.layers)} layers{kept})")
+    return tally
 
 
-def follow_pull(events: Iterable[dict[str, Any]], task: Any, ref: str) -> dict[str, tuple[int, int]]:
-    """Drive `task` from the daemon's pull events: bytes summed per layer id. Returns {layer: (current, total)}."""
-    layers: dict[str, tuple[int, int]] = {}
-    last_status = ""
+def follow_pull(events: Iterable[dict[str, Any]], task: Task, tally: PullTally | None = None) -> PullTally:
+    """Drive `task` from the daemon's pull events until the stream ends or an error event comes (then
+    `tally.error` holds it). Does not close the task."""
+    tally = tally if tally is not None else PullTally()
     for event in events:
         if not isinstance(event, dict):
             continue
-        if event.get("error") or event.get("errorDetail"):
-            message = event.get("error") or (event.get("errorDetail") or {}).get("message") or "unknown error"
-            task.close(f"image {ref}: pull failed")
-            raise error(f"Pulling image {ref} failed: {str(message).strip().splitlines()[0]}")
-        status = str(event.get("status") or "")
-        layer = event.get("id")
-        detail = event.get("progressDetail") or {}
-        if layer and status == "Downloading" and isinstance(detail.get("total"), int) and detail["total"] > 0:
-            layers[layer] = (int(detail.get("current") or 0), int(detail["total"]))
-        elif layer and status in ("Download complete", "Pull complete", "Already exists") and layer in layers:
-            layers[layer] = (layers[layer][1], layers[layer][1])
-        if layers:
-            task.update(sum(c for c, _ in layers.values()), sum(t for _, t in layers.values()))
-        last_status = status or last_status
-    task.close(f"image {ref}: {last_status or 'pulled'}")
-    return layers
+        tally.add(event)
+        if tally.error:
+            break
+        phase = tally.phase
+        if phase is None:
+            continue
+        # The figures first: a phase change draws at once, and its line must show the new phase's figures.
+        task.update(tally.downloaded if phase == DOWNLOADING else tally.extracted, tally.total)
+        task.phase(phase)  # the core draws only a change
+    return tally
 
 
 # --- start -----------------------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The `engines.vllm` section of config.yaml, and what the environment adds to it.
 
 Environment variables win over config.yaml: `HF_HUB_CACHE` / `HUGGINGFACE_HUB_CACHE` / `HF_HOME` over `hf_cache`,
-`DOCKER_HOST` over `docker_host`. `HF_TOKEN` (or the legacy `HUGGING_FACE_HUB_TOKEN`) is passed to the engine when
+`DOCKER_HOST` over `docker_host`. `HF_ENDPOINT` is where `--force-download` downloads from, and `HF_HUB_OFFLINE`
+forbids it. `HF_TOKEN` (or the legacy `HUGGING_FACE_HUB_TOKEN`) is passed to the engine when
 set; it is kept out of `repr()`, state records, logs and error messages, as are the other secrets `secrets()` lists
 (secret-named `environment` values, the values of secret-looking flags such as `--api-key` in `extra_args`, user
 information in `url` and `docker_host`): everything the plugin shows or writes goes through the core's `redact` with
@@ -24,6 +25,7 @@ CONTAINER_PORT = 8000
 _GPU_ID = re.compile(r"^(\d+|GPU-[0-9a-fA-F-]+|MIG-[0-9a-zA-Z/-]+)$")
 _SHM = re.compile(r"^\d+[bkmgBKMG]?$")
 _USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)([^/?#]*)@")
+_REVISION = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._/-]{0,254}$")  # git ref names, commit ids; no spaces or options
 API_KEY_FLAG = "--api-key"
 
 
@@ -39,9 +41,17 @@ class ModelSettings:
     """`--max-num-seqs` for this model; default: the global `max_num_seqs`."""
     extra_args: list[str] = field(default_factory=list)
     """Appended to the global `extra_args` (e.g. `["--enforce-eager", "--dtype", "half"]`)."""
+    revision: str | None = None
+    """The model's revision on the Hugging Face Hub (a branch, tag or commit id): what `--force-download` downloads,
+    what counts as present, and what vLLM serves (`--revision`); default: the main branch."""
 
     def __post_init__(self) -> None:
         _check_fraction(self.gpu_memory_utilization)
+        if self.revision is not None:
+            self.revision = str(self.revision).strip()
+            if not _REVISION.match(self.revision) or ".." in self.revision:
+                raise ValueError(f"revision: expected a branch, tag or commit id of the Hugging Face Hub, found "
+                                 f"{self.revision!r}")
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError(f"max_model_len must be a positive integer, found {self.max_model_len}")
         _check_max_num_seqs(self.max_num_seqs)
@@ -59,11 +69,18 @@ class ModelLaunch:
     max_num_seqs: int | None = None
     max_num_seqs_key: str = "engines.vllm.max_num_seqs"
     """The config key `max_num_seqs` came from (the global one, or the model's own)."""
+    revision: str | None = None
+    """The Hub revision to serve (a local folder has none: `model_arg` given)."""
 
     def serve_args(self, model_arg: str | None = None) -> list[str]:
         """The model and flags after `vllm serve` (the container's command, whose entrypoint is `vllm serve`)."""
         args = [model_arg or self.model, "--served-model-name", self.served_name,
                 "--gpu-memory-utilization", f"{self.gpu_memory_utilization:g}"]
+        if self.revision and model_arg is None:
+            args += ["--revision", self.revision]
+            if flag_value(self.extra_args, "--tokenizer") is None and \
+                    flag_value(self.extra_args, "--tokenizer-revision") is None:
+                args += ["--tokenizer-revision", self.revision]  # the tokenizer files of the same revision
         if self.max_model_len is not None:
             args += ["--max-model-len", str(self.max_model_len)]
         if self.max_num_seqs is not None and flag_value(self.extra_args, MAX_NUM_SEQS_FLAG) is None:
@@ -151,6 +168,10 @@ class VllmSettings:
     hf_home: PurePath | None = field(default=None, init=False)
     """The HF home (parent of the hub cache) when the hub cache is `<home>/hub`; mounted whole into the container."""
     hf_token: str | None = field(default=None, init=False, repr=False, compare=False)
+    hf_endpoint: str | None = field(default=None, init=False)
+    """HF_ENDPOINT: the Hub (or a mirror) downloads come from; None for huggingface.co."""
+    hf_offline: bool = field(default=False, init=False)
+    """HF_HUB_OFFLINE is set: nothing may be downloaded."""
 
     def __post_init__(self) -> None:
         _check_fraction(self.gpu_memory_utilization)
@@ -176,6 +197,9 @@ class VllmSettings:
         home = hfcache.hf_home_dir(environ, platform=platform)
         self.hf_home = home if self.hub_cache == home / "hub" else None
         self.hf_token = environ.get("HF_TOKEN") or environ.get("HUGGING_FACE_HUB_TOKEN") or None
+        self.hf_endpoint = (environ.get("HF_ENDPOINT") or "").rstrip("/") or None
+        self.hf_offline = (environ.get("HF_HUB_OFFLINE") or environ.get("TRANSFORMERS_OFFLINE") or "").strip().lower() \
+            in ("1", "on", "yes", "true")
         if environ.get("DOCKER_HOST"):
             self.docker_host = environ["DOCKER_HOST"]
         return self
@@ -230,7 +254,14 @@ class VllmSettings:
             max_num_seqs=per.max_num_seqs if per.max_num_seqs is not None else self.max_num_seqs,
             max_num_seqs_key=f"engines.vllm.models.{model}.max_num_seqs" if per.max_num_seqs is not None
             else "engines.vllm.max_num_seqs",
+            revision=per.revision,
         )
+
+    def revision(self, model: str) -> str | None:
+        """The Hub revision configured for `model` (`engines.vllm.models.<model>.revision`), None for the main
+        branch."""
+        per = self.models.get(model)
+        return per.revision if per is not None else None
 
     def engine_environment(self, *, force_download: bool) -> dict[str, str]:
         """Variables the engine gets on top of its own: offline unless downloads are forced, the token when set."""
@@ -277,11 +308,11 @@ class VllmSettings:
         """Values that must never appear in anything Jarvis prints or stores: the HF token, `environment` values
         whose names look secret (`WANDB_API_KEY`, `HF_TOKEN`, `DB_PASSWORD`, ...), the values of secret-looking
         flags in `extra_args` and the models' `extra_args` (`--api-key X`, `--hf-token=X`), and user information in
-        `url` and `docker_host`."""
+        `url`, `docker_host` and HF_ENDPOINT."""
         found = [str(v) for k, v in self.environment.items() if looks_secret(k)]
         for args in (self.extra_args, *(m.extra_args for m in self.models.values())):
             found += flag_secrets(args)
-        for address in (self.url, self.docker_host):
+        for address in (self.url, self.docker_host, self.hf_endpoint):
             match = _USERINFO.match(address or "")
             if match is not None:
                 from urllib.parse import unquote
