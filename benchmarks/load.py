@@ -31,14 +31,20 @@ def _child(args: argparse.Namespace) -> None:
     """Run one level against the stand-in at `args.url` and print its figures as JSON."""
     import httpx
 
+    from jarvis_core.aio import openai_chat_async
     from jarvis_core.api import close_shared, openai_chat, shared_client
     from jarvis_core.load import Level, LoadProfile, run_level, summarize_level, workload
+    from jarvis_core.load_async import run_level_async
 
     url = args.url
     make = workload([], LoadProfile(prompt_tokens=16), max_tokens=None, timeout=60)
     level = Level(concurrency=args.concurrency) if args.concurrency else Level(rate=args.rate)
-    run = run_level(lambda request: openai_chat(shared_client(url), "load-model", request), make, level,
-                    requests=args.requests, duration=None, warmup=args.warmup, seed=1)
+    if args.threads:
+        run = run_level(lambda request: openai_chat(shared_client(url), "load-model", request), make, level,
+                        requests=args.requests, duration=None, warmup=args.warmup, seed=1)
+    else:
+        run = run_level_async(lambda request: openai_chat_async(url, "load-model", request), make, level,
+                              requests=args.requests, duration=None, warmup=args.warmup, seed=1)
     summary = summarize_level(run, None)
     truth = httpx.get(f"{url}/stats", trust_env=False, timeout=30).json() if args.ttft_truth else []
     errors = []
@@ -76,36 +82,43 @@ def _measure(*flags: str) -> dict:
         server.wait(timeout=30)
 
 
-def run(quick: bool = False) -> Outcome:
+def run(quick: bool = False, modes: tuple[str, ...] = ("event loop", "threads")) -> Outcome:
+    """Each figure for the event-loop generator (engines with `infer_async`; the targets apply to it) and for the
+    threaded one (engines without), measured in the same run."""
     out = Outcome()
-    for n in (1, 16, 64, 256):
-        requests = max(3 * n, 12) if quick else max(6 * n, 24)
-        found = _measure("--concurrency", str(n), "--requests", str(requests), "--warmup", str(n))
-        best = n * TOKENS / PER_REQUEST
-        share = found["output_tps"] / best
-        target = "≥ 95 %" if n == 256 else ""
-        out.row(f"closed loop N={n}: achieved / known maximum ({best:.0f} tok/s)",
-                f"{share:.1%}, client CPU {found['client_cpu']:.0%}, peak RSS {found['rss_mb']:.0f} MB",
-                target, share >= 0.95 if n == 256 else None)
-        if n == 256:
-            out.row("closed loop N=256: peak RSS of the load generator", f"{found['rss_mb']:.0f} MB", "< 200 MB",
-                    found["rss_mb"] < 200)
-        out.raw[f"closed_{n}"] = {k: v for k, v in found.items() if k not in ("send_lag", "ttft_errors")}
-    for rate in (50, 200):
-        requests = rate * (3 if quick else 6)
-        found = _measure("--rate", str(rate), "--requests", str(requests), "--warmup", "5")
-        lag = found["send_lag"]
-        p50, p99 = percentile(lag, 50) * 1e3, percentile(lag, 99) * 1e3
-        out.row(f"open loop {rate} req/s: send lag p50 / p99 (achieved {found['achieved_rate']:.1f} req/s)",
-                f"{p50:.2f} / {p99:.2f} ms", "p99 < 2 ms" if rate == 50 else "", p99 < 2 if rate == 50 else None)
-        out.raw[f"rate_{rate}"] = {"p50_ms": p50, "p99_ms": p99, "achieved_rate": found["achieved_rate"]}
-    found = _measure("--concurrency", "64", "--requests", "128" if quick else "320", "--warmup", "64",
-                     "--ttft-truth")
-    errors = found["ttft_errors"]
-    p50, p99 = percentile(errors, 50) * 1e3, percentile(errors, 99) * 1e3
-    out.row(f"TTFT error at N=64 (client stamp − stand-in wrote the token), {len(errors)} requests",
-            f"p50 {p50:.2f} / p99 {p99:.2f} ms", "p99 < 2 ms", p99 < 2)
-    out.raw["ttft_error_64"] = {"p50_ms": p50, "p99_ms": p99, "n": len(errors)}
+    for mode in modes:
+        flags = ("--threads",) if mode == "threads" else ()
+        targeted = mode == "event loop"
+        for n in (1, 16, 64, 256):
+            requests = max(3 * n, 12) if quick else max(6 * n, 24)
+            found = _measure("--concurrency", str(n), "--requests", str(requests), "--warmup", str(n), *flags)
+            best = n * TOKENS / PER_REQUEST
+            share = found["output_tps"] / best
+            target = "≥ 95 %" if n == 256 and targeted else ""
+            out.row(f"[{mode}] closed loop N={n}: achieved / known maximum ({best:.0f} tok/s)",
+                    f"{share:.1%}, client CPU {found['client_cpu']:.0%}, peak RSS {found['rss_mb']:.0f} MB",
+                    target, share >= 0.95 if target else None)
+            if n == 256 and targeted:
+                out.row(f"[{mode}] closed loop N=256: peak RSS of the load generator", f"{found['rss_mb']:.0f} MB",
+                        "< 200 MB", found["rss_mb"] < 200)
+            out.raw[f"{mode}/closed_{n}"] = {k: v for k, v in found.items() if k not in ("send_lag", "ttft_errors")}
+        for rate in (50, 200):
+            requests = rate * (3 if quick else 6)
+            found = _measure("--rate", str(rate), "--requests", str(requests), "--warmup", "5", *flags)
+            lag = found["send_lag"]
+            p50, p99 = percentile(lag, 50) * 1e3, percentile(lag, 99) * 1e3
+            target = "p99 < 2 ms" if rate == 50 and targeted else ""
+            out.row(f"[{mode}] open loop {rate} req/s: send lag p50 / p99 (achieved {found['achieved_rate']:.1f} "
+                    f"req/s)", f"{p50:.2f} / {p99:.2f} ms", target, p99 < 2 if target else None)
+            out.raw[f"{mode}/rate_{rate}"] = {"p50_ms": p50, "p99_ms": p99, "achieved_rate": found["achieved_rate"]}
+        found = _measure("--concurrency", "64", "--requests", "128" if quick else "320", "--warmup", "64",
+                         "--ttft-truth", *flags)
+        errors = found["ttft_errors"]
+        p50, p99 = percentile(errors, 50) * 1e3, percentile(errors, 99) * 1e3
+        target = "p99 < 2 ms" if targeted else ""
+        out.row(f"[{mode}] TTFT error at N=64 (client stamp − stand-in wrote the token), {len(errors)} requests",
+                f"p50 {p50:.2f} / p99 {p99:.2f} ms", target, p99 < 2 if target else None)
+        out.raw[f"{mode}/ttft_error_64"] = {"p50_ms": p50, "p99_ms": p99, "n": len(errors)}
     return out
 
 
@@ -118,6 +131,7 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--ttft-truth", action="store_true")
+    parser.add_argument("--threads", action="store_true", help="the threaded generator (engines without infer_async)")
     parsed = parser.parse_args()
     if parsed.child:
         sys.exit(_child(parsed))

@@ -6,7 +6,7 @@ plugin answers. An implementation returns None when `ctx.engine` is not one of i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 import pluggy
 
@@ -68,6 +68,11 @@ def warmup(ctx: EngineContext, model: ModelRef) -> WarmupResult | None:
 @hookspec(firstresult=True)
 def infer(ctx: EngineContext, model: ModelRef, request: ChatRequest) -> InferResult | None:
     """Send one chat request and return the answer with its stamps; a failed request is an error result, not a raise."""
+
+
+@hookspec(firstresult=True)
+def infer_async(ctx: EngineContext, model: ModelRef, request: ChatRequest) -> Awaitable[InferResult] | None:
+    """Optional: `infer` as a coroutine, so that load levels drive every request in flight from one event loop."""
 
 
 @hookspec(firstresult=True)

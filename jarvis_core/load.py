@@ -295,7 +295,7 @@ def run_level(send: Callable[[ChatRequest], InferResult], make_request: Callable
                     return
                 request = make_request(index)
                 t_start = clock()
-                record(index, t_start, t_start, request, send(request))
+                record(index, t_start, t_start, request, sent(send, request))
 
         threads = [threading.Thread(target=closed_worker, daemon=True, name=f"jarvis-load-{i}")
                    for i in range(level.concurrency)]
@@ -324,7 +324,7 @@ def run_level(send: Callable[[ChatRequest], InferResult], make_request: Callable
                 with lock:
                     in_flight[0] += 1
                 try:
-                    record(index, t_scheduled, t_start, request, send(request))
+                    record(index, t_scheduled, t_start, request, sent(send, request))
                 finally:
                     with lock:
                         in_flight[0] -= 1
@@ -356,6 +356,20 @@ def run_level(send: Callable[[ChatRequest], InferResult], make_request: Callable
     samples.sort(key=lambda s: s.index)
     return LevelRun(level, samples, t0, wall, time.process_time() - cpu0, cancelled=in_flight[0] if stop.is_set()
                     else 0)
+
+
+def sent(send: Callable[[ChatRequest], InferResult], request: ChatRequest) -> InferResult:
+    """`send(request)`, with a raise (a plugin's bug, an engine error) turned into that request's error result: one
+    request's failure must not end its worker, nor the level."""
+    try:
+        return send(request)
+    except Exception as exc:
+        return failed(request, exc)
+
+
+def failed(request: ChatRequest, exc: BaseException) -> InferResult:
+    now = time.perf_counter_ns()
+    return InferResult(stream=request.stream, t_send=now, t_end=now, error=str(exc) or type(exc).__name__)
 
 
 def _join(threads: list[threading.Thread], stop: threading.Event) -> None:

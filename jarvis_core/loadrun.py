@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from .console import table
 from .engine import Parallelism
@@ -47,10 +47,12 @@ class LoadOutcome:
 def run_profile(profile: LoadProfile, *, send: Callable[[Any], Any], prompts: list[list[tuple[str, str]]],
                 max_tokens: int | None, timeout: float, address: str, engine: str,
                 parallelism: Parallelism | None, write: Callable[[dict[str, Any]], None],
-                identity: dict[str, Any], done: set[tuple[Any, Any]], say: Callable[[str], None]) -> LoadOutcome:
+                identity: dict[str, Any], done: set[tuple[Any, Any]], say: Callable[[str], None],
+                send_async: Callable[[Any], Awaitable[Any]] | None = None) -> LoadOutcome:
     """Every level of `profile` (a sweep's levels chosen as it goes), skipping those in `done` (--resume). `identity`
-    (setup, model, engine) goes into every record. Ctrl-C cancels the requests in flight (the engine's connections are
-    closed), keeps what was measured and re-raises, so the runner stops the engine."""
+    (setup, model, engine) goes into every record. With `send_async` (the engine's `infer_async`) a level's requests
+    are driven from one event loop, else each from a thread through `send`. Ctrl-C cancels the requests in flight (the
+    engine's connections are closed), keeps what was measured and re-raises, so the runner stops the engine."""
     make = workload(prompts, profile, max_tokens=max_tokens, timeout=timeout)
     summaries: list[LevelSummary] = []
     if parallelism is not None:
@@ -70,9 +72,15 @@ def run_profile(profile: LoadProfile, *, send: Callable[[Any], Any], prompts: li
                    "time": now_iso()})
 
         try:
-            run = run_level(send, make, level, requests=profile.requests_for(level), duration=profile.duration,
-                            warmup=profile.warmup, arrival=profile.arrival, seed=profile.seed,
-                            max_concurrency=profile.max_concurrency, on_sample=on_sample, stop=stop)
+            options = dict(requests=profile.requests_for(level), duration=profile.duration, warmup=profile.warmup,
+                           arrival=profile.arrival, seed=profile.seed, max_concurrency=profile.max_concurrency,
+                           on_sample=on_sample, stop=stop)
+            if send_async is not None:
+                from .load_async import run_level_async
+
+                run = run_level_async(send_async, make, level, **options)
+            else:
+                run = run_level(send, make, level, **options)
         except KeyboardInterrupt:
             stop.set()
             close_shared(address)  # the requests in flight end now, not after their timeout

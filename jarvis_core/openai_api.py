@@ -89,6 +89,11 @@ def chat(client: httpx.Client, model: str, request: ChatRequest, *, path: str = 
 def _read_whole(response: httpx.Response, result: InferResult) -> None:
     body, result.t_first_byte, result.t_end = read_stamped(response)
     result.t_last_token = result.t_end
+    parse_whole(body, result)
+
+
+def parse_whole(body: bytes, result: InferResult) -> None:
+    """Fill `result` from a non-streamed answer's body (stamps are the caller's)."""
     try:
         payload = json.loads(body)
         choice = payload["choices"][0]
@@ -103,49 +108,67 @@ def _read_whole(response: httpx.Response, result: InferResult) -> None:
 _decode = json.JSONDecoder().decode
 
 
-def _read_sse(response: httpx.Response, result: InferResult) -> None:
-    """Read an SSE stream. Each network read is stamped once, before any parsing; every event of that read gets
-    its stamp. This loop is the client's hot path (benchmarks/RESULTS.md, item 2): keep it lean."""
-    clock = time.perf_counter_ns
-    pieces: list[str] = []
-    times = result.chunk_times
-    done = False
-    pending = b""
-    reads = response.iter_raw()
-    for data in reads:
-        arrived = clock()
+class SseReader:
+    """Reads an SSE stream into `result` from network reads, whichever client made them: `feed(data, arrived)` per
+    read, stamped once by the caller before any parsing (every event of that read gets its stamp), until it returns
+    True (`[DONE]` or an error event); then `finish(now)`. This is the client's hot path (benchmarks/RESULTS.md,
+    item 2): keep it lean."""
+
+    __slots__ = ("result", "pieces", "pending", "done")
+
+    def __init__(self, result: InferResult) -> None:
+        self.result = result
+        self.pieces: list[str] = []
+        self.pending = b""
+        self.done = False
+
+    def feed(self, data: bytes, arrived: int) -> bool:
+        result = self.result
         if result.t_first_byte is None:
             result.t_first_byte = arrived
-        if pending:
-            data, pending = pending + data, b""
+        if self.pending:
+            data, self.pending = self.pending + data, b""
         cut = data.rfind(b"\n")
         if cut < 0:
-            pending = data
-            continue
-        data, pending = data[:cut], data[cut + 1:]
+            self.pending = data
+            return False
+        data, self.pending = data[:cut], data[cut + 1:]
         for line in data.split(b"\n"):
             if not line.startswith(b"data:"):
                 continue  # blank separators, `: ping` comments, `event:`/`id:` fields
-            done = _event(line.rstrip(b"\r"), arrived, result, pieces)
-            if done or result.error is not None:
-                break
-        if done or result.error is not None:
+            self.done = _event(line.rstrip(b"\r"), arrived, result, self.pieces)
+            if self.done or result.error is not None:
+                return True
+        return False
+
+    def finish(self, now: int) -> None:
+        """The stream ended (or was left after `[DONE]`): stamps, text, counts, and an error for a cut-off stream."""
+        result = self.result
+        if not self.done and result.error is None and self.pending.startswith(b"data:"):
+            self.done = _event(self.pending.rstrip(b"\r"), now, result, self.pieces)
+        result.t_end = now
+        times = result.chunk_times
+        if times:
+            result.t_first_token, result.t_last_token = times[0], times[-1]
+        result.text = "".join(self.pieces)
+        if result.error is None and not self.done and result.finish_reason is None:
+            result.error = "the stream ended before the answer was complete (engine died?)"
+        if result.output_tokens is None and times:
+            result.output_tokens = len(times)
+            result.token_source = "estimated"
+
+
+def _read_sse(response: httpx.Response, result: InferResult) -> None:
+    clock = time.perf_counter_ns
+    reader = SseReader(result)
+    reads = response.iter_raw()
+    for data in reads:
+        if reader.feed(data, clock()):
             break
-    else:
-        if pending.startswith(b"data:"):
-            done = _event(pending.rstrip(b"\r"), clock(), result, pieces)
-    result.t_end = clock()
-    if done:
+    reader.finish(clock())
+    if reader.done:
         for _ in reads:  # read the body's end, so the connection goes back to the pool for the next request
             pass
-    if times:
-        result.t_first_token, result.t_last_token = times[0], times[-1]
-    result.text = "".join(pieces)
-    if result.error is None and not done and result.finish_reason is None:
-        result.error = "the stream ended before the answer was complete (engine died?)"
-    if result.output_tokens is None and times:
-        result.output_tokens = len(times)
-        result.token_source = "estimated"
 
 
 def _event(line: bytes, arrived: int, result: InferResult, pieces: list[str]) -> bool:

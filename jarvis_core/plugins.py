@@ -125,7 +125,7 @@ def _incomplete_engines(name: str) -> str | None:
         return f"its register_engines failed: {type(exc).__name__}: {exc}"
     if not engines:
         return None
-    missing = [hook for hook in LIFECYCLE_HOOKS if not _own_impls(hook, name)]
+    missing = [hook for hook in LIFECYCLE_HOOKS if not own_impls(hook, name)]
     if not missing:
         return None
     return (f"it registers engine{'s' if len(engines) > 1 else ''} {', '.join(repr(e) for e in engines)} but does not "
@@ -133,7 +133,7 @@ def _incomplete_engines(name: str) -> str | None:
             f"{', '.join(LIFECYCLE_HOOKS)}.")
 
 
-def _own_impls(hook: str, name: str) -> list[pluggy.HookImpl]:
+def own_impls(hook: str, name: str) -> list[pluggy.HookImpl]:
     """The plugin's plain (non-wrapper) implementations of a hook."""
     return [impl for impl in getattr(pm.hook, hook).get_hookimpls()
             if impl.plugin_name == name and not (impl.hookwrapper or impl.wrapper)]

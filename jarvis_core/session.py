@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from .config import Config, load_config
 from .engine import (
@@ -22,7 +22,7 @@ from .engine import (
 )
 from .errors import EngineError, JarvisError, PluginError, UsageError
 from .modelid import ModelRef, resolve
-from .plugins import engine_hook, get_registry
+from .plugins import engine_hook, get_registry, own_impls
 from .progress import Progress
 from .registry import EngineRegistry
 from .state import StateStore
@@ -96,6 +96,31 @@ class Session:
 
     def infer(self, model: ModelRef, request: ChatRequest) -> InferResult:
         return self._call("infer", self.context(model.engine), model=model, request=request)
+
+    def async_infer(self, model: ModelRef) -> Callable[[ChatRequest], Awaitable[InferResult]] | None:
+        """The engine's `infer_async` as a sender for load levels, or None when its plugin has none (load levels then
+        send from threads through `infer`)."""
+        ctx = self.context(model.engine)
+        plugin = self.registry.engines[model.engine].plugin
+        if not own_impls("infer_async", plugin):
+            return None
+
+        async def send(request: ChatRequest) -> InferResult:
+            pending = self._call("infer_async", ctx, model=model, request=request)
+            try:
+                result = await pending
+            except JarvisError:
+                raise
+            except Exception as exc:  # raised inside the coroutine, past `_call`: blamed the same way
+                log.debug("infer_async failed", exc_info=True)
+                raise EngineError(f"{ctx.engine}: infer_async failed in plugin '{plugin}': {type(exc).__name__}: "
+                                  f"{exc}", engine=ctx.engine) from exc
+            if not isinstance(result, InferResult):
+                raise PluginError(f"Plugin '{plugin}' returned {type(result).__name__} from 'infer_async' for engine "
+                                  f"'{ctx.engine}', not an InferResult.")
+            return result
+
+        return send
 
     def stop(self, engine: str) -> StopResult:
         return self._call("stop", self.context(engine))

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from jarvis_core.api import ChatRequest, InferResult, Message, Parallelism, close_shared, openai_chat, shared_client
+from jarvis_core.aio import openai_chat_async
 from jarvis_core.load import (
     Level,
     LevelRun,
@@ -28,6 +29,7 @@ from jarvis_core.load import (
     synthetic_prompt,
     workload,
 )
+from jarvis_core.load_async import run_level_async
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,20 +54,45 @@ def load_server():
     close_shared()
 
 
-def sender(url: str):
-    return lambda request: openai_chat(shared_client(url), "load-model", request)
+class Generator:
+    """One of the two load generators: the threaded one (`run_level`, engines with only `infer`) and the event loop
+    (`run_level_async`, engines with `infer_async`); the level tests run on both."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def run(self, send, *args, **kwargs) -> LevelRun:
+        return (run_level_async if self.kind == "event loop" else run_level)(send, *args, **kwargs)
+
+    def sender(self, url: str, **options):
+        if self.kind == "event loop":
+            return lambda request: openai_chat_async(url, "load-model", request, **options)
+        return lambda request: openai_chat(shared_client(url), "load-model", request, **options)
+
+    def answering(self, make_result):
+        """A sender that answers with `make_result(request)` (or raises what it raises), without a server."""
+        if self.kind == "event loop":
+            async def send(request):
+                return make_result(request)
+            return send
+        return make_result
+
+
+@pytest.fixture(params=["threads", "event loop"])
+def gen(request) -> Generator:
+    return Generator(request.param)
 
 
 def requests_for(profile: LoadProfile = LoadProfile()):
     return workload([[("user", "hello")]], profile, max_tokens=None, timeout=30)
 
 
-def test_closed_loop_reaches_the_known_maximum_throughput(load_server):
+def test_closed_loop_reaches_the_known_maximum_throughput(load_server, gen):
     ttft, tokens, gap = 0.05, 10, 0.01
     url = load_server(ttft=ttft, tokens=tokens, gap=gap)
     per_request = ttft + (tokens - 1) * gap
     for n in (1, 8):
-        run = run_level(sender(url), requests_for(), Level(concurrency=n), requests=6 * n, duration=None, warmup=n)
+        run = gen.run(gen.sender(url), requests_for(), Level(concurrency=n), requests=6 * n, duration=None, warmup=n)
         summary = summarize_level(run, None)
         best = n * tokens / per_request
         assert summary.requests_ok == 6 * n and summary.requests_error == 0
@@ -85,10 +112,10 @@ def test_poisson_arrivals_have_the_right_mean_and_spread_and_are_seeded():
     assert arrival_offsets(4.0, 3, arrival="constant", seed=7) == [0.0, 0.25, 0.5]
 
 
-def test_queue_wait_is_reported_apart_and_never_hidden_in_ttft(load_server):
+def test_queue_wait_is_reported_apart_and_never_hidden_in_ttft(load_server, gen):
     url = load_server(ttft=0.05, tokens=3, gap=0.01)
     # 40 requests/s against one request in flight at a time (0.07 s each): requests queue in the client.
-    run = run_level(sender(url), requests_for(), Level(rate=40), requests=12, duration=None, warmup=0,
+    run = gen.run(gen.sender(url), requests_for(), Level(rate=40), requests=12, duration=None, warmup=0,
                     arrival="constant", max_concurrency=1)
     summary = summarize_level(run, None)
     assert summary.queue_wait_s["p90"] > 0.1, "later requests waited for the one slot"
@@ -97,9 +124,9 @@ def test_queue_wait_is_reported_apart_and_never_hidden_in_ttft(load_server):
     assert summary.flags and "fell behind" in summary.flags[0]
 
 
-def test_open_loop_sends_on_schedule(load_server):
+def test_open_loop_sends_on_schedule(load_server, gen):
     url = load_server(ttft=0.02, tokens=2, gap=0.005)
-    run = run_level(sender(url), requests_for(), Level(rate=50), requests=40, duration=None, warmup=2, seed=3)
+    run = gen.run(gen.sender(url), requests_for(), Level(rate=50), requests=40, duration=None, warmup=2, seed=3)
     summary = summarize_level(run, None)
     assert summary.requests_ok == 40 and all(s.queue_wait_s >= 0 for s in run.samples)
     scheduled = sorted(s.t_scheduled for s in run.samples)
@@ -107,23 +134,39 @@ def test_open_loop_sends_on_schedule(load_server):
     assert [round((t - scheduled[0]) / 1e9, 6) for t in scheduled] == [round(o, 6) for o in expected]
 
 
-def test_a_level_whose_requests_all_fail_is_an_error_row_not_a_crash():
+def test_a_level_whose_requests_all_fail_is_an_error_row_not_a_crash(gen):
     def broken(request):
         return InferResult(stream=True, t_send=1, error="HTTP 500: engine exploded")
 
-    run = run_level(broken, requests_for(), Level(concurrency=4), requests=8, duration=None, warmup=1)
+    run = gen.run(gen.answering(broken), requests_for(), Level(concurrency=4), requests=8, duration=None, warmup=1)
     summary = summarize_level(run, Slo(ttft=0.5))
     assert (summary.requests_ok, summary.requests_error) == (0, 8)
     assert summary.output_tps in (None, 0.0) and summary.slo_share == 0.0
     assert any("every request failed: HTTP 500: engine exploded" in f for f in summary.flags)
 
 
-def test_stop_ends_a_level_and_drops_what_was_in_flight(load_server):
+def test_a_sender_that_raises_fails_its_request_not_the_level(gen):
+    """A plugin's bug (or an engine error raised instead of returned) is that request's error; the level goes on."""
+    calls = []
+
+    def flaky(request):
+        calls.append(request)
+        if len(calls) % 2:
+            raise RuntimeError("plugin bug: boom")
+        return InferResult(stream=True, t_send=1, t_first_token=2, t_last_token=3, t_end=3, chunk_times=[2, 3],
+                           output_tokens=2)
+
+    run = gen.run(gen.answering(flaky), requests_for(), Level(concurrency=2), requests=6, duration=None, warmup=0)
+    assert len(run.samples) == 6
+    assert sorted(s.result.error or "" for s in run.samples)[-3:] == ["plugin bug: boom"] * 3
+
+
+def test_stop_ends_a_level_and_drops_what_was_in_flight(load_server, gen):
     url = load_server(ttft=0.3, tokens=2, gap=0.01)
     stop = threading.Event()
     timer = threading.Timer(0.5, stop.set)
     timer.start()
-    run = run_level(sender(url), requests_for(), Level(concurrency=3), requests=1000, duration=None, warmup=0,
+    run = gen.run(gen.sender(url), requests_for(), Level(concurrency=3), requests=1000, duration=None, warmup=0,
                     stop=stop)
     assert 0 < len(run.samples) < 20 and run.wall_s < 5
 
@@ -200,15 +243,13 @@ def test_synthetic_prompts_are_about_the_asked_length_and_never_share_a_prefix()
     assert isinstance(made, ChatRequest) and isinstance(made.messages[0], Message)
 
 
-def test_a_pinned_output_length_and_an_early_stop(load_server):
+def test_a_pinned_output_length_and_an_early_stop(load_server, gen):
     url = load_server(ttft=0.01, tokens=5, gap=0.001)
     make = workload([], LoadProfile(prompt_tokens=20, output_tokens=12), max_tokens=None, timeout=5)
+    pinning = gen.sender(url, extra={"ignore_eos": True})  # what the vLLM plugin sends for exact_tokens
 
-    def pinning(request):  # what the vLLM plugin sends for exact_tokens
-        return openai_chat(shared_client(url), "load-model", request, extra={"ignore_eos": True})
-
-    run = run_level(pinning, make, Level(concurrency=2), requests=4, duration=None, warmup=0)
+    run = gen.run(pinning, make, Level(concurrency=2), requests=4, duration=None, warmup=0)
     assert [s.result.output_tokens for s in run.samples] == [12] * 4 and not any(s.stopped_early for s in run.samples)
-    run = run_level(sender(url), make, Level(concurrency=2), requests=4, duration=None, warmup=0)
+    run = gen.run(gen.sender(url), make, Level(concurrency=2), requests=4, duration=None, warmup=0)
     assert all(s.stopped_early for s in run.samples)  # an engine that cannot pin stops at its own end (5 tokens)
     assert "4 answers stopped before the pinned output length" in summarize_level(run, None).flags[0]

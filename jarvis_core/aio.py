@@ -1,0 +1,134 @@
+"""Asynchronous HTTP for load levels: one event loop drives every request in flight (aiohttp, whose C parser keeps the
+client's cost per chunk low), instead of one thread per request. Engines opt in with the `infer_async` hook.
+
+Sessions are per event loop and address: `session_for(address)` inside a load level, `close_sessions()` when the
+level's loop ends. Stamps follow docs/metrics.md as in `openai_api.chat`: `t_send` when the request body is handed to
+the connection, a read's arrival stamp taken before any parsing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from .engine import ChatRequest, InferResult
+from .http import MAX_CONNECTIONS, error_message
+from .openai_api import SseReader, chat_body, parse_whole
+
+if TYPE_CHECKING:
+    import aiohttp
+
+_sessions: dict[tuple[int, str], aiohttp.ClientSession] = {}
+
+
+def session_for(address: str) -> aiohttp.ClientSession:
+    """The running loop's session for an engine's address (created on first use). Like `http.make_client`:
+    environment proxies ignored, compression refused, connections not limited below `MAX_CONNECTIONS`."""
+    import aiohttp
+
+    loop = asyncio.get_running_loop()
+    key = (id(loop), address)
+    session = _sessions.get(key)
+    if session is None or session.closed:
+        trace = aiohttp.TraceConfig()
+        trace.on_request_chunk_sent.append(_on_chunk_sent)
+        session = _sessions[key] = aiohttp.ClientSession(
+            base_url=address, trust_env=False, auto_decompress=False, trace_configs=[trace],
+            headers={"Accept-Encoding": "identity"},
+            connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, limit_per_host=MAX_CONNECTIONS),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0))
+    return session
+
+
+async def _on_chunk_sent(session: Any, context: Any, params: Any) -> None:
+    stamps = context.trace_request_ctx
+    if stamps is not None:
+        stamps.t_send = time.perf_counter_ns()
+
+
+async def close_sessions() -> None:
+    """Close the running loop's sessions (and so every connection they hold)."""
+    loop_id = id(asyncio.get_running_loop())
+    for key in [k for k in _sessions if k[0] == loop_id]:
+        await _sessions.pop(key).close()
+
+
+async def openai_chat_async(address: str, model: str, request: ChatRequest, *, path: str = "/v1/chat/completions",
+                            include_usage: bool = True, extra: dict[str, Any] | None = None,
+                            headers: dict[str, str] | None = None) -> InferResult:
+    """`openai_api.chat` for the event loop: one chat completion, streamed (SSE) or not, with the same stamps,
+    parsing and error results (a failed request is an error result, never a raise; cancellation is raised)."""
+    import aiohttp
+
+    body = json.dumps(chat_body(model, request, include_usage=include_usage, extra=extra)).encode()
+    result = InferResult(stream=request.stream, t_send=0)
+    clock = time.perf_counter_ns
+    session = session_for(address)
+    result.t_send = clock()  # kept if the request never gets written (connection refused)
+    try:
+        async with timeout_after(request.timeout):
+            async with session.post(path, data=body, headers={"Content-Type": "application/json", **(headers or {})},
+                                    trace_request_ctx=result) as response:
+                if response.status >= 400:
+                    result.error = error_message(response.status, await response.read())
+                elif request.stream:
+                    reader = SseReader(result)
+                    reads = response.content.iter_any()
+                    async for data in reads:
+                        if reader.feed(data, clock()):
+                            break
+                    reader.finish(clock())
+                    if reader.done:
+                        async for _ in reads:  # the body's end, so the connection is kept for the next request
+                            pass
+                else:
+                    raw = await response.read()
+                    result.t_first_byte = result.t_end = result.t_last_token = clock()
+                    parse_whole(raw, result)
+    except (asyncio.TimeoutError, TimeoutError):
+        result.error = f"timed out after {request.timeout:g} s"
+    except aiohttp.ServerDisconnectedError as exc:
+        result.error = f"the connection broke mid-answer (engine died?): {exc}"
+    except aiohttp.ClientPayloadError as exc:
+        result.error = f"the connection broke mid-answer (engine died?): {exc}"
+    except (aiohttp.ClientError, OSError) as exc:
+        result.error = f"cannot reach the engine: {exc}"
+    if result.t_end is None:
+        result.t_end = clock()
+    return result
+
+
+def timeout_after(seconds: float | None) -> Any:
+    """`async with timeout_after(s):` raises TimeoutError when the block takes longer (`asyncio.timeout`, or its
+    equivalent on Python 3.10)."""
+    return asyncio.timeout(seconds) if hasattr(asyncio, "timeout") else _timeout(seconds)
+
+
+class _timeout:
+    """`asyncio.timeout` for Python 3.10."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self._handle: asyncio.TimerHandle | None = None
+        self._fired = False
+
+    async def __aenter__(self) -> None:
+        if self.seconds is None:
+            return
+        task = asyncio.current_task()
+        assert task is not None
+
+        def fire() -> None:
+            self._fired = True
+            task.cancel()
+
+        self._handle = asyncio.get_running_loop().call_later(self.seconds, fire)
+
+    async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        if self._handle is not None:
+            self._handle.cancel()
+        if self._fired and kind is asyncio.CancelledError:
+            raise TimeoutError
+        return False
