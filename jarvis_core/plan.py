@@ -43,6 +43,20 @@ class PlannedModel:
     def engine(self) -> str:
         return self.ref.engine if self.ref is not None else ""
 
+    @property
+    def compare_label(self) -> str | None:
+        """The entry's `label:` in the setups file (models sharing one are compared side by side), or None. Not to be
+        confused with `label`, the model's name in results."""
+        return self.entry.label
+
+    def identity(self) -> dict[str, str]:
+        """The keys naming this model in every record written for it: setup, model, engine, and `label` when the
+        entry has one (records of models without a label have no `label` key)."""
+        keys = {"setup": self.setup, "model": self.label, "engine": self.engine}
+        if self.entry.label is not None:
+            keys["label"] = self.entry.label
+        return keys
+
     def key(self, test: TestCase, repetition: int | None) -> SampleKey:
         return SampleKey(self.setup, self.label, test.id, repetition)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 __all__ = ["MASK", "redact", "redact_argv", "is_secret_name", "environment_secrets"]
 
@@ -121,6 +121,21 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     text = _URL_USERINFO.sub(lambda m: m.group(1) + MASK + "@", text)
     text = _AUTHORIZATION.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
     return _BEARER.sub(lambda m: m.group(1) + MASK if m.group(2) != MASK else m.group(0), text)
+
+
+def redact_data(value: Any, secrets: Iterable[str] = ()) -> Any:
+    """A copy of JSON-like data (dicts, lists, strings) with every string redacted on its own, and the value of a
+    secret-named key (`api_key`, `hf_token`) masked whole. For data about to be serialized: redacting the serialized
+    text instead can let a value's pattern run past the closing quote of a JSON string (`"--api-key X", ...`)."""
+    secrets = (secrets,) if isinstance(secrets, str) else tuple(secrets)
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {k: (MASK if isinstance(k, str) and is_secret_name(k) and isinstance(v, str) and _usable(v)
+                    else redact_data(v, secrets)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_data(v, secrets) for v in value]
+    return value
 
 
 def redact_argv(argv: Iterable[str], secrets: Iterable[str] = ()) -> list[str]:

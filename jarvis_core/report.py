@@ -1,10 +1,13 @@
 """The Excel report (report.xlsx), built from a results.jsonl.
 
-`write_report(results_path, out_path)` writes five sheets, six with load levels:
+`write_report(results_path, out_path)` writes five sheets, more with load levels or labels:
 
 - **Summary**: one row per setup × model × test (`results.summarize`): status, reason, counts, stream, token source,
   cold start and the statistics of every figure over the cell's warm samples. Rows are coloured by status (missing:
   yellow with bold red text; error: red; failed: orange; unavailable and skipped: grey text).
+- **Side by side** and **Side by side (load)** (when models share a `label:` in the setups file): engine against
+  engine, one row per label × test (or load level) × model, each figure with its ratio to the first model's
+  (`report_tables.py`).
 - **Charts**: a table of per-model means (pooled over the model's cells) and two bar charts fed from it: mean TTFT of
   streamed requests and mean decode rate.
 - **Results**: one row per sample record, in file order.
@@ -28,7 +31,7 @@ import math
 import sys
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -240,6 +243,11 @@ def _plain(value: Any) -> Any:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+def _cut(value: str, limit: int) -> str:
+    """The text cut to `limit` characters, … marking the cut."""
+    return value[: limit - 1] + "…" if len(value) > limit else value
+
+
 def _epoch(value: Any) -> str | None:
     """An ISO time for a Unix timestamp, so that 1718000000.0 reads as a date."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 1e9 < value < 1e11:
@@ -318,9 +326,7 @@ class _Book:
         return self._styles[key]
 
     def text(self, value: str, limit: int = TEXT_CHARS) -> str:
-        if len(value) > limit:
-            value = value[: limit - 1] + "…"
-        return self.illegal.sub("\ufffd", value)
+        return self.illegal.sub("\ufffd", _cut(value, limit))
 
     def cell(self, ws, value: Any, style) -> Any:
         """What to append for one value: the value itself when unstyled, else a write-only cell sharing `style`."""
@@ -369,6 +375,10 @@ class _Scan:
     end: dict[str, Any] | None
     samples: int
     statuses: Counter
+    labelled_levels: list[dict[str, Any]] = field(default_factory=list)
+    """`load_level` records carrying a `label` (the side-by-side comparison of load levels)."""
+    order: dict[tuple[str, str], None] = field(default_factory=dict)
+    """(setup, model) of every labelled model, in the order of the file."""
 
 
 class _Slim(Mapping):
@@ -407,6 +417,10 @@ def _scan(results_path: Path, bad: BadLines | None = None) -> _Scan:
     def slim() -> Iterator[Mapping[str, Any]]:
         for record in read_results(results_path, bad):
             kind = record.get("type")
+            if isinstance(record.get("label"), str) and kind in ("sample", "warmup", "load_level"):
+                scan.order.setdefault((str(record.get("setup")), str(record.get("model"))), None)
+                if kind == "load_level":
+                    scan.labelled_levels.append(record)
             if kind == "sample":
                 scan.samples += 1
                 scan.statuses[str(record.get("status"))] += 1
@@ -432,8 +446,9 @@ def _scan(results_path: Path, bad: BadLines | None = None) -> _Scan:
 def _summary_values(row: SummaryRow) -> list[Any]:
     counts = [s.count for s in row.stats.values() if s is not None]
     values: list[Any] = [
-        row.setup, row.model, row.test, row.status, row.reason or None, row.engine, row.ok, row.failed, row.error,
-        row.skipped, max(counts) if counts else 0, _yes_no(row.stream), row.token_source,
+        row.setup, row.model, row.test, row.status, _cut(row.reason, REASON_CHARS) if row.reason else None,
+        row.engine, row.ok, row.failed, row.error, row.skipped, max(counts) if counts else 0, _yes_no(row.stream),
+        row.token_source,
         _number(row.cold_start_s), _number(row.load_s),
     ]
     for figure in STAT_FIGURES:
@@ -455,9 +470,6 @@ def _write_summary(book: _Book, scan: _Scan, results_path: Path) -> dict[str, fl
     ws = book.sheet("Summary", SUMMARY_COLUMNS, freeze="D2", widths=widths)
     book.header(ws, SUMMARY_COLUMNS)
     for values, status in table:
-        reason = values[4]
-        if isinstance(reason, str):
-            values[4] = book.text(reason, REASON_CHARS)
         book.row(ws, SUMMARY_COLUMNS, values, status)
     if not table:
         ws.append([f"No samples in {results_path}: the run recorded nothing yet."])
@@ -510,31 +522,65 @@ def _write_results(book: _Book, results_path: Path, widths: dict[str, float]) ->
     ws = book.sheet("Results", RESULTS_COLUMNS, freeze="D2", widths={k: widths[k] for k in ("setup", "model", "test")
                                                                       if k in widths})
     book.header(ws, RESULTS_COLUMNS)
-    figures = _RESULTS_FIGURES
     count = 0
     for record in read_results(results_path):
         if record.get("type") != "sample":
             continue
         count += 1
-        answer = record.get("answer")
-        reason = record.get("reason")
-        status = record.get("status")
-        time = record.get("time")
-        values: list[Any] = [
-            _plain(record.get("setup")), _plain(record.get("model")), _plain(record.get("test")),
-            _number(record.get("repetition")), _yes_no(record.get("cold")) if status not in _NOT_RUN else None,
-            _plain(status),
-            book.text(str(reason), REASON_CHARS) if reason else None, _yes_no(record.get("stream")),
-        ]
-        for name in figures:
-            values.append(_plain(record.get(name)) if name == "token_source" else _number(record.get(name)))
-        values += [
-            _plain(record.get("engine")), _plain(record.get("engine_model")),
-            book.text(answer if isinstance(answer, str) else _plain(answer), ANSWER_CHARS) if answer else None,
-            (_epoch(time) or str(time)) if time is not None else None,
-        ]
-        book.row(ws, RESULTS_COLUMNS, values, status)
+        book.row(ws, RESULTS_COLUMNS, _result_values(record), record.get("status"))
     _filter(ws, RESULTS_COLUMNS, count)
+
+
+def _result_values(record: dict[str, Any]) -> list[Any]:
+    """A sample record as a Results row, in the order of RESULTS_COLUMNS (the workbook and the CSV both write it)."""
+    answer = record.get("answer")
+    reason = record.get("reason")
+    status = record.get("status")
+    time = record.get("time")
+    values: list[Any] = [
+        _plain(record.get("setup")), _plain(record.get("model")), _plain(record.get("test")),
+        _number(record.get("repetition")), _yes_no(record.get("cold")) if status not in _NOT_RUN else None,
+        _plain(status), _cut(str(reason), REASON_CHARS) if reason else None, _yes_no(record.get("stream")),
+    ]
+    for name in _RESULTS_FIGURES:
+        values.append(_plain(record.get(name)) if name == "token_source" else _number(record.get(name)))
+    values += [
+        _plain(record.get("engine")), _plain(record.get("engine_model")),
+        _cut(answer if isinstance(answer, str) else str(_plain(answer)), ANSWER_CHARS) if answer else None,
+        (_epoch(time) or str(time)) if time is not None else None,
+    ]
+    return values
+
+
+def _write_side_by_side(book: _Book, pairs: list[Any]) -> list[tuple[str, tuple[Column, ...]]]:
+    """The engine-against-engine sheets (models sharing a `label:`), when the run has such models; returns the
+    sheets written and their columns (for Definitions)."""
+    from openpyxl.utils import get_column_letter
+
+    from .report_tables import SIDE_COLUMNS, SIDE_LOAD_COLUMNS, side_load_table, side_table
+
+    written = []
+    for title, columns, rows in (("Side by side", SIDE_COLUMNS, side_table(pairs)),
+                                 ("Side by side (load)", SIDE_LOAD_COLUMNS, side_load_table(pairs))):
+        if not rows:
+            continue
+        names = [c.name for c in columns]
+        widths = {c.name: _width((r[i] for r in rows), c.width) for i, c in enumerate(columns) if c.fmt is None}
+        ws = book.sheet(title, columns, freeze=f"{get_column_letter(names.index('name') + 2)}2", widths=widths)
+        book.header(ws, columns)
+        for values in rows:
+            book.row(ws, columns, values, values[names.index("status")])
+        _filter(ws, columns, len(rows))
+        written.append((title, columns))
+    return written
+
+
+SIDE_BY_SIDE_NOTE = (
+    "Models whose entries in the setups file share a `label:` (the same model on two engines, say) are compared "
+    "whatever setup they are in: for every test, and every load level, that two or more of them ran, one row per "
+    "model, adjacent, with each figure and its ratio to the first model's (the first in the order of the setups file "
+    "that has the row). Test figures are the Summary's, over warm samples; load figures the Load sheet's. A ratio "
+    "below 1 means smaller: faster for TTFT, E2E and ITL, slower for rates.")
 
 
 def _write_environment(book: _Book, scan: _Scan, results_path: Path) -> None:
@@ -572,15 +618,17 @@ def _write_environment(book: _Book, scan: _Scan, results_path: Path) -> None:
         book.row(ws, ENV_COLUMNS, [key, value], None)
 
 
-def _write_definitions(book: _Book, load_columns: tuple[Column, ...] | None = None) -> None:
+def _write_definitions(book: _Book, load_columns: tuple[Column, ...] | None = None,
+                       side: Iterable[tuple[str, tuple[Column, ...]]] = ()) -> None:
     columns = (
         Column("sheet", "", "", None, 12), Column("column", "", "", None, 20), Column("unit", "", "", None, 10),
         Column("definition", "", "", None, 120),
     )
     ws = book.sheet("Definitions", columns)
     book.header(ws, columns)
+    side = list(side)
     for sheet, cols in (("Summary", SUMMARY_COLUMNS), ("Results", RESULTS_COLUMNS), ("Charts", CHART_COLUMNS),
-                        ("Environment", ENV_COLUMNS), ("Load", load_columns or ())):
+                        ("Environment", ENV_COLUMNS), ("Load", load_columns or ()), *side):
         for c in cols:
             book.row(ws, columns, [sheet, c.name, c.unit or None, c.definition], None)
     heading = book.style(header=True)
@@ -607,6 +655,8 @@ def _write_definitions(book: _Book, load_columns: tuple[Column, ...] | None = No
         from .report_load import LOAD_TERMS
 
         section("Under load", ((name, meaning, None) for name, meaning in LOAD_TERMS))
+    if side:
+        section("Side by side", [("label", SIDE_BY_SIDE_NOTE, None)])
     section("Row colours", [
         ("missing", "Yellow fill, bold red text.", "missing"), ("error", "Red fill, dark red text.", "error"),
         ("failed", "Orange fill, brown text.", "failed"), ("unavailable", "Grey text.", "unavailable"),
@@ -654,15 +704,19 @@ def write_report(results_path: Path, out_path: Path, bad: BadLines | None = None
     except OSError as exc:
         raise UsageError(f"Cannot write the report to {out_path}: {exc.strerror or exc}; give another path with -o "
                          f"(the results in {results_path} are safe).") from None
+    from .report_tables import pairs_from, series_names
+
     scan = _scan(results_path, bad)
+    pairs = pairs_from(scan.rows, scan.labelled_levels, list(scan.order))
     book = _Book()
     try:
         widths = _write_summary(book, scan, results_path)
+        side = _write_side_by_side(book, pairs)
         _write_charts(book, scan)
         _write_results(book, results_path, widths)
-        load_columns = write_load_sheet(book, results_path)
+        load_columns = write_load_sheet(book, results_path, names=series_names(pairs), order=list(scan.order))
         _write_environment(book, scan, results_path)
-        _write_definitions(book, load_columns)
+        _write_definitions(book, load_columns, side)
         book.save(tmp)
     except KeyboardInterrupt:
         _discard(book, tmp)  # Ctrl-C while building or saving: no half-written workbook, no noise on the way out

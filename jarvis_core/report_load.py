@@ -1,11 +1,12 @@
 """The workbook's Load sheet: one row per setup × model × load level, the capacity of each model, and native Excel
-charts of output tokens/s and TTFT p99 against concurrency (and against rate), one series per model, so the same
-model on two engines sits side by side. Definitions of every column and of the load terms go to Definitions."""
+charts of output tokens/s and TTFT p99 against concurrency (and against rate), one series per setup × model, so the
+same model on two engines sits side by side: models sharing a `label:` are adjacent series named `label (engine)`
+(report_tables.py). Definitions of every column and of the load terms go to Definitions."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from .results import read_results
 
@@ -113,8 +114,11 @@ def _values(record: dict[str, Any], columns: Iterable[Column]) -> list[Any]:
     return out
 
 
-def write_load_sheet(book: _Book, results_path: Path) -> tuple[Column, ...] | None:
-    """The Load sheet, when the run has load levels; returns its columns (for Definitions), else None."""
+def write_load_sheet(book: _Book, results_path: Path, names: Mapping[tuple[str, str], str] | None = None,
+                     order: Sequence[tuple[str, str]] | None = None) -> tuple[Column, ...] | None:
+    """The Load sheet, when the run has load levels; returns its columns (for Definitions), else None. `names`
+    ((setup, model) → name, `report_tables.series_names`) names the chart series of models compared under a label,
+    and `order` ((setup, model) pairs) orders those series within their label."""
     from .report import _plain
     levels, capacities = load_rows(results_path)
     if not levels:
@@ -131,21 +135,38 @@ def write_load_sheet(book: _Book, results_path: Path) -> tuple[Column, ...] | No
             for line in cap.get("lines") or []:  # "capacity: 4 users at once with 90% of requests within ..."
                 ws.append([_plain(cap.get("setup")), _plain(cap.get("model")), _plain(cap.get("engine")),
                            book.text(str(line))])
-    _charts(ws, levels, columns)
+    _charts(ws, levels, columns, names or {}, order or ())
     return columns
 
 
-def _charts(ws: Any, levels: list[dict[str, Any]], columns: tuple[Column, ...]) -> None:
-    """Scatter charts with lines (Excel's line chart over numeric x): one series per setup × model."""
+def _series_order(keys: Iterable[tuple[str, str, bool]], labels: Mapping[tuple[str, str], str],
+                  order: Sequence[tuple[str, str]]) -> list[tuple[str, str, bool]]:
+    """Series keys (setup, model, open loop) with the models of each label adjacent, at the place of the label's first
+    model, in the order given (the file's); other models keep their place."""
+    rank = {key: i for i, key in enumerate(order)}
+    groups: dict[Any, list[tuple[str, str, bool]]] = {}
+    for key in keys:
+        label = labels.get(key[:2])
+        groups.setdefault(("label", label) if label is not None else ("model", key[:2]), []).append(key)
+    return [key for members in groups.values() for key in sorted(members, key=lambda k: rank.get(k[:2], len(rank)))]
+
+
+def _charts(ws: Any, levels: list[dict[str, Any]], columns: tuple[Column, ...],
+            names: Mapping[tuple[str, str], str], order: Sequence[tuple[str, str]]) -> None:
+    """Scatter charts with lines (Excel's line chart over numeric x): one series per setup × model; models compared
+    under a label are adjacent and named as in the side-by-side views."""
     from openpyxl.chart import Reference, ScatterChart, Series
 
-    names = [c.name for c in columns]
+    headers = [c.name for c in columns]
     runs: dict[tuple[str, str, bool], list[int]] = {}
+    labels: dict[tuple[str, str], str] = {}
     for row, record in enumerate(levels, start=2):
+        key = (str(record.get("setup")), str(record.get("model")))
+        if key in names and isinstance(record.get("label"), str):
+            labels[key] = record["label"]
         if record.get("status"):
             continue
-        runs.setdefault((str(record.get("setup")), str(record.get("model")), record.get("rate") is not None),
-                        []).append(row)
+        runs.setdefault((*key, record.get("rate") is not None), []).append(row)
     anchor_row = len(levels) + 6
     for open_loop, x_name, x_title in ((False, "concurrency", "requests in flight"), (True, "rate", "requests/s")):
         series_rows = {k: v for k, v in runs.items() if k[2] == open_loop}
@@ -159,10 +180,12 @@ def _charts(ws: Any, levels: list[dict[str, Any]], columns: tuple[Column, ...]) 
             chart.x_axis.title, chart.y_axis.title = x_title, y_title
             chart.x_axis.delete = chart.y_axis.delete = False
             chart.height, chart.width = 9, 18
-            for (setup, model, _), rows in series_rows.items():
-                x = Reference(ws, min_col=names.index(x_name) + 1, min_row=rows[0], max_row=rows[-1])
-                y = Reference(ws, min_col=names.index(y_name) + 1, min_row=rows[0], max_row=rows[-1])
-                series = Series(y, x, title=f"{model} ({setup})")
+            for key in _series_order(series_rows, labels, order):
+                setup, model, _ = key
+                rows = series_rows[key]
+                x = Reference(ws, min_col=headers.index(x_name) + 1, min_row=rows[0], max_row=rows[-1])
+                y = Reference(ws, min_col=headers.index(y_name) + 1, min_row=rows[0], max_row=rows[-1])
+                series = Series(y, x, title=names.get((setup, model)) or f"{model} ({setup})")
                 series.marker.symbol = "circle"
                 chart.series.append(series)
             ws.add_chart(chart, f"C{anchor_row}")

@@ -5,8 +5,9 @@ Record types (the `type` key):
 - `engine`: an engine brought up (name, version, address).
 - `warmup`: a model's cold start (setup, model, cold_start_s, load_s).
 - `sample`: one timed request, or one cell that could not run (status missing/unavailable/skipped/error, with
-  `repetition` null). Keys: setup, model (canonical ID), engine, engine_model, test, repetition, cold, status, reason,
-  stream, answer, the figures of `metrics.figures`, server (the engine's own figures), time.
+  `repetition` null). Keys: setup, model (canonical ID), engine, label (the model entry's `label:`, only when it has
+  one), engine_model, test, repetition, cold, status, reason, stream, answer, the figures of `metrics.figures`, server
+  (the engine's own figures), time.
 - `end`: the run finished or was interrupted.
 
 `summarize` folds samples into one row per setup × model × test: the cell's status and the statistics of each figure
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .metrics import STAT_FIGURES, Stats, stats
-from .redact import redact
+from .redact import redact, redact_data
 
 
 class Status(str, Enum):
@@ -82,6 +83,8 @@ class Sample:
     """`metrics.figures` of the answer."""
     server: dict[str, Any] = field(default_factory=dict)
     time: str = field(default_factory=now_iso)
+    label: str | None = None
+    """The setups file's `label:` of the model entry; written only when set."""
 
     @property
     def measured(self) -> bool:
@@ -89,6 +92,8 @@ class Sample:
 
     def to_record(self) -> dict[str, Any]:
         record: dict[str, Any] = {"type": "sample", "setup": self.setup, "model": self.model, "engine": self.engine}
+        if self.label is not None:
+            record["label"] = self.label
         if self.measured:
             record["engine_model"] = self.engine_model
         record.update({"test": self.test, "repetition": self.repetition, "cold": self.cold,
@@ -119,7 +124,14 @@ class ResultsWriter:
     def write(self, record: dict[str, Any]) -> None:
         # Redacted as a whole line: a credential in any field (an engine's error quoting its command line, a URL
         # with user-info) never reaches the file, nor the workbook built from it.
-        line = redact(json.dumps(record, ensure_ascii=False, default=str)) + "\n"
+        text = json.dumps(record, ensure_ascii=False, default=str)
+        line = redact(text)
+        if line != text:  # something was masked: the mask must not have cut into the JSON (redact_data's docstring)
+            try:
+                json.loads(line)
+            except ValueError:
+                line = json.dumps(redact_data(json.loads(text)), ensure_ascii=False)
+        line += "\n"
         with self._lock:
             if self._pending is not None:
                 self._pending.append(line)
@@ -178,7 +190,7 @@ class BadLines(list):
 _NUMERIC = ("repetition", "ttfb_s", "ttft_s", "e2e_s", "itl_s", "decode_tps", "overall_tps", "output_tokens",
             "prompt_tokens", "cold_start_s", "load_s", "output_tps", "request_rate", "goodput_rps", "client_cpu",
             "requests_ok", "requests_error", "concurrency", "rate", "queue_wait_s", "send_lag_s")
-_TEXT = ("type", "setup", "model", "engine", "test", "status", "reason")
+_TEXT = ("type", "setup", "model", "engine", "test", "status", "reason", "label")
 
 
 def _problem(record: Any) -> str | None:
@@ -254,6 +266,8 @@ class SummaryRow:
     cold_start_s: float | None = None
     load_s: float | None = None
     stats: dict[str, Stats | None] = field(default_factory=dict)
+    label: str | None = None
+    """The model entry's `label:` (models sharing one are compared side by side), when its samples carry one."""
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -293,6 +307,7 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[SummaryRow]:
             ok=sum(r.get("status") == "ok" for r in samples), failed=sum(r.get("status") == "failed" for r in samples),
             error=sum(r.get("status") == "error" for r in samples),
             skipped=sum(r.get("status") == "skipped" for r in samples),
+            label=next((r["label"] for r in samples if isinstance(r.get("label"), str)), None),
             stream=samples[0].get("stream"),
             token_source=next((r.get("token_source") for r in warm if r.get("token_source")), None),
             cold_start_s=(warmup or {}).get("cold_start_s") if warmup else (cold or {}).get("e2e_s"),

@@ -128,8 +128,8 @@ class Runner:
                     self.session.infer(ref, warmup_request(self.session.context(ref.engine), stream=ref.flags.stream))
                 self.say(f"  cold start {warm.cold_start_s:.2f} s" +
                          (f" (engine load {warm.load_s:.2f} s)" if warm.load_s is not None else ""))
-                self._write({"type": "warmup", "setup": model.setup, "model": model.label, "engine": ref.engine,
-                             "cold_start_s": warm.cold_start_s, "load_s": warm.load_s, "detail": warm.detail})
+                self._write({"type": "warmup", **model.identity(), "cold_start_s": warm.cold_start_s,
+                             "load_s": warm.load_s, "detail": warm.detail})
         except JarvisError as exc:
             status = Status.UNAVAILABLE if isinstance(exc, EngineUnavailableError) else \
                 Status.MISSING if isinstance(exc, ModelMissingError) else Status.ERROR
@@ -177,10 +177,11 @@ class Runner:
         d = self.suite.defaults
         with self._writer.grouped():
             run_profile(model.load, send=lambda request: self.session.infer(ref, request),
+                        send_async=self.session.async_infer(ref),
                         prompts=[list(t.messages) for t in model.tests], max_tokens=d.max_tokens,
                         timeout=d.timeout or self.session.config.timeouts.request, address=started.address,
                         engine=ref.engine, parallelism=started.parallelism, write=self._write,
-                        identity={"setup": model.setup, "model": model.label, "engine": ref.engine},
+                        identity=model.identity(),
                         done=levels_done, say=self.say)
 
     # --- requests and samples ----------------------------------------------------------------------------------
@@ -213,10 +214,10 @@ class Runner:
                 if not passed:
                     status, reason = Status.FAILED, why
                     break
-        sample = Sample(setup=model.setup, model=model.label, engine=model.engine, test=test.id, repetition=rep,
-                        status=status, reason=reason, cold=cold, engine_model=model.ref.name, stream=result.stream,
-                        answer=result.text, finish_reason=result.finish_reason, figures=figures(result),
-                        server=result.server)
+        sample = Sample(setup=model.setup, model=model.label, engine=model.engine, label=model.compare_label,
+                        test=test.id, repetition=rep, status=status, reason=reason, cold=cold,
+                        engine_model=model.ref.name, stream=result.stream, answer=result.text,
+                        finish_reason=result.finish_reason, figures=figures(result), server=result.server)
         self._write(sample.to_record())
         shown = sample.figures["ttft_s"] if result.stream else sample.figures["e2e_s"]
         timing = f" {'TTFT' if result.stream else 'E2E'} {shown:.3f} s" if shown is not None else ""
@@ -227,16 +228,16 @@ class Runner:
         for test in tests:
             if model.key(test, None) in self.done:
                 continue
-            self._write(Sample(setup=model.setup, model=model.label, engine=model.engine, test=test.id,
-                               repetition=None, status=status, reason=reason).to_record())
+            self._write(Sample(setup=model.setup, model=model.label, engine=model.engine, label=model.compare_label,
+                               test=test.id, repetition=None, status=status, reason=reason).to_record())
 
     def _load_cells(self, model: PlannedModel, pending: bool, status: Status, reason: str) -> None:
         """A model whose load levels cannot run gets one row per level with the reason, as its tests get cells."""
         if not pending or model.load is None:
             return
         for level in model.load.levels() or [Level(concurrency=1)]:
-            self._write({"type": "load_level", "setup": model.setup, "model": model.label, "engine": model.engine,
-                         **level.to_json(), "status": status.value, "reason": reason, "time": now_iso()})
+            self._write({"type": "load_level", **model.identity(), **level.to_json(), "status": status.value,
+                         "reason": reason, "time": now_iso()})
 
     def _write(self, record: dict[str, Any]) -> None:
         assert self._writer is not None
@@ -362,17 +363,23 @@ def exit_code(rows: list[SummaryRow], strict: bool, results_path: Path | None = 
     return 0
 
 
-def summary_table(rows: list[SummaryRow]) -> str:
+def summary_table(rows: list[SummaryRow], results_path: Path | None = None) -> str:
+    """The console's summary: one line per cell, then models sharing a `label:` side by side (their load levels
+    too when `results_path` is given)."""
     from .console import table
+    from .report_tables import console_text, pairs_from
 
     def fmt(row: SummaryRow, figure: str) -> str:
         s = row.stats.get(figure)
         return "-" if s is None else f"{s.p50:.3f}" if figure.endswith("_s") else f"{s.p50:.1f}"
 
+    levels = [r for r in read_results(results_path) if r.get("type") == "load_level" and "label" in r] \
+        if results_path is not None and results_path.is_file() else []
+    side = console_text(pairs_from(rows, levels))
     return table(
         ["setup", "model", "test", "status", "ok", "ttft p50 s", "e2e p50 s", "decode tok/s", "reason"],
         [[r.setup, r.model, r.test, Status(r.status).shown,
           f"{r.ok}/{r.ok + r.failed + r.error}" if r.ok + r.failed + r.error else "-", fmt(r, "ttft_s"),
           fmt(r, "e2e_s"), fmt(r, "decode_tps"), (r.reason[:70] + "…") if len(r.reason) > 70 else r.reason]
-         for r in rows])
+         for r in rows]) + (f"\n\n{side}" if side else "")
 

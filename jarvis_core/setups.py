@@ -92,6 +92,8 @@ class ModelEntry:
     id: str
     capabilities: tuple[str, ...] | None = None
     """Declared capabilities; None leaves it to the engine (e.g. Ollama's /api/show)."""
+    label: str | None = None
+    """The setups file's `label:`: models sharing one are compared side by side (written as `label` in results)."""
 
 
 @dataclass(frozen=True)
@@ -266,6 +268,10 @@ def _checks(raw: Any, where: str, err) -> tuple[Check, ...]:
     return tuple(checks)
 
 
+#: The longest `label:` of a model entry: it names rows, chart series and console lines.
+MAX_LABEL = 80
+
+
 def _model_entry(raw: Any, where: str, err) -> ModelEntry:
     if isinstance(raw, str) and raw.strip():
         return ModelEntry(raw.strip())
@@ -273,11 +279,25 @@ def _model_entry(raw: Any, where: str, err) -> ModelEntry:
         caps = raw.get("capabilities")
         if caps is not None and (not isinstance(caps, list) or any(c not in CAPABILITIES for c in caps)):
             raise err(f"{where}.capabilities", f"expected a list of: {', '.join(CAPABILITIES)}")
-        extra = set(raw) - {"id", "capabilities"}
+        extra = set(raw) - {"id", "capabilities", "label"}
         if extra:
-            raise err(f"{where}.{sorted(extra)[0]}", "unknown key; a model entry has 'id' and 'capabilities'")
-        return ModelEntry(raw["id"].strip(), tuple(caps) if caps is not None else None)
+            raise err(f"{where}.{sorted(extra, key=str)[0]}",
+                      "unknown key; a model entry has 'id' and 'capabilities', and 'label' (see docs/test-setups.md)")
+        return ModelEntry(raw["id"].strip(), tuple(caps) if caps is not None else None,
+                          _label(raw.get("label"), f"{where}.label", err) if "label" in raw else None)
     raise err(where, "expected a model ID such as 'ol_qwen2.5:0.5b#stream' (or {id: ..., capabilities: [vision]})")
+
+
+def _label(raw: Any, where: str, err) -> str:
+    """A model entry's `label:`: one line of text, up to MAX_LABEL characters."""
+    if not isinstance(raw, str):
+        shown = "nothing" if raw is None else repr(raw)
+        raise err(where, f"expected a text such as qwen2.5-0.5b (quote it if it looks like a number), found {shown}")
+    label = raw.strip()
+    if not label or len(label) > MAX_LABEL or any(not c.isprintable() for c in label):
+        raise err(where, f"expected one line of 1 to {MAX_LABEL} printable characters such as qwen2.5-0.5b, "
+                         f"found {raw[:MAX_LABEL + 10]!r}")
+    return label
 
 
 def _setup(name: str, raw: Any, where: str, err, suite: Suite) -> Setup:

