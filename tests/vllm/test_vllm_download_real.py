@@ -18,7 +18,6 @@ from jarvis_core.progress import Progress
 from vllm_fixtures import *  # noqa: F401,F403  (fixtures)
 from vllm_helpers import CACHE
 
-from test_vllm_process_real import real_vllm, scratch  # noqa: F401  (the vLLM CPU build and the tiny model)
 from tests.standins.hf_hub import HubRepo, serve_hub, use_hub
 
 pytestmark = pytest.mark.integration

