@@ -238,7 +238,7 @@ def pull_image(client: docker.DockerClient, ref: str, progress: Progress) -> Pul
     from requests.exceptions import RequestException
     from urllib3.exceptions import HTTPError
 
-    from jarvis_core.api import human_bytes
+    from jarvis_core.api import human_bytes, human_duration
 
     repo, tag = parse_repository_tag(ref)
     label = f"vllm: image {ref}"
@@ -279,7 +279,7 @@ def pull_image(client: docker.DockerClient, ref: str, progress: Progress) -> Pul
         raise
     pulled = sum(layer.size for layer in tally.layers.values())
     kept = f"; {len(tally.present)} already present" if tally.present else ""
-    task.close(f"{label}: pulled {human_bytes(pulled)} in {time.monotonic() - started:.0f} s "
+    task.close(f"{label}: pulled {human_bytes(pulled)} in {human_duration(time.monotonic() - started)} "
                f"({len(tally.layers)} layers{kept})")
     return tally
 
