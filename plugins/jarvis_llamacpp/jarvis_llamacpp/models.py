@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from .hub import is_hub_name
 from .settings import LlamaCppSettings
 
 
@@ -44,7 +45,10 @@ def known_model(name: str) -> KnownModel | None:
 
 
 def is_path(name: str) -> bool:
-    """A model name that is written as a path (has a folder part or starts with `~`), not looked up by name."""
+    """A model name that is written as a path (has a folder part or starts with `~`), not looked up by name.
+    `hf.co/OWNER/REPO...` names a Hugging Face repo, not a path (write `./hf.co/...` for a local folder so named)."""
+    if is_hub_name(name):
+        return False
     return "/" in name or "\\" in name or name.startswith("~")
 
 
@@ -54,8 +58,12 @@ def model_file(settings: LlamaCppSettings, name: str) -> Path:
     - a path (`/models/x.gguf`, `./x.gguf`, `~/x.gguf`): that file, relative paths from the working directory;
     - a known alias (`smollm2-135m`): its file in `models_dir`;
     - a name ending in `.gguf`: that file in `models_dir`, else in the working directory;
-    - any other name: `models_dir/<name>.gguf`.
+    - any other name: `models_dir/<name>.gguf`;
+    - `hf.co/OWNER/REPO:QUANT` (and the other `hf.co/` forms, see hub.py): the file in the Hugging Face cache's
+      snapshot, where llama.cpp loads it; when it is not cached, a path in the cache that does not exist.
     """
+    if is_hub_name(name):
+        return _hub_file(name)
     if is_path(name):
         return Path(name).expanduser().resolve()
     known = known_model(name)
@@ -66,6 +74,21 @@ def model_file(settings: LlamaCppSettings, name: str) -> Path:
         local = Path(name).resolve()
         return local if not in_dir.is_file() and local.is_file() else in_dir
     return settings.models_dir / f"{name}.gguf"
+
+
+def _hub_file(name: str) -> Path:
+    from .hub import HubIdError, hub_cache_dir, lookup, parse, repo_folder
+
+    cache = hub_cache_dir()
+    try:
+        ref = parse(name)
+    except HubIdError:
+        return cache / name  # never a file: the ID's own message comes from is_available / pull / start
+    found = lookup(ref, cache)
+    if found.path is not None:
+        return found.path
+    return repo_folder(cache, ref.repo_id) / "snapshots" / (found.commit or ref.revision or "main") / \
+        (ref.file or f"{ref.quant or 'model'}.gguf")
 
 
 GGUF_MAGIC = b"GGUF"

@@ -30,6 +30,7 @@ from jarvis_core.api import (
     wait_port_closed,
 )
 
+from .hub import is_hub_name
 from .models import is_path, known_model, model_file
 from .runtime import not_installed_message, probe
 from .settings import MODELS_ENV, LlamaCppSettings
@@ -112,6 +113,16 @@ def answers(address: str | None, alias: str | None, settings: LlamaCppSettings) 
 
 def missing_message(settings: LlamaCppSettings, name: str, file: Path) -> tuple[str, str]:
     """(what is missing, how to fix it) for a model whose file is not there."""
+    if is_hub_name(name):
+        from .hub import HubIdError, hub_cache_dir, lookup, parse
+
+        try:
+            ref = parse(name)
+        except HubIdError as exc:
+            return str(exc).rstrip("."), "fix the model ID"
+        found = lookup(ref, hub_cache_dir())
+        fix = "run with --force-download to fetch it from the Hugging Face Hub"
+        return found.detail, fix + (f", or {found.fix}" if found.fix else "")
     known = known_model(name)
     if known is not None:
         return (f"{name} is not in {settings.models_dir} (no {file.name})",
