@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 from typing import Any, Callable
@@ -96,12 +97,26 @@ def echo_json(data: Any) -> None:
 
 @click.group(cls=JarvisGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="jarvis", message="%(prog)s %(version)s")
-def cli() -> None:
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress lines (downloads, engines starting, waits); results, warnings and errors still print.")
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool) -> None:
     """Bring local LLM engines up, test them fairly, and tear them down again.
 
     Model IDs route by prefix: ol_ (Ollama), vl_ or vllm: (vLLM), and whatever installed plugins add
     (see `jarvis plugins`). Runtime flags follow '#': ol_qwen2.5:0.5b#stream.
     """
+    ctx.ensure_object(dict)["quiet"] = quiet
+
+
+def _progress() -> Any:
+    """The session's progress: silent under `jarvis --quiet`."""
+    from .progress import Progress
+
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx is not None else None
+    quiet = bool(root is not None and isinstance(root.obj, dict) and root.obj.get("quiet"))
+    return Progress(enabled=not quiet)
 
 
 @cli.command()
@@ -136,7 +151,7 @@ def engines(config_path: str | None, as_json: bool) -> None:
     from .config import load_config
     from .session import Session
 
-    session = Session(load_config(config_path))
+    session = Session(load_config(config_path), progress=_progress())
     session.validate_settings()
     found = [session.detect(name) for name in sorted(session.registry.engines)]
     if as_json:
@@ -178,7 +193,7 @@ def resolve(model_id: str, config_path: str | None, as_json: bool) -> None:
 @config_option
 @click.option("--setup", "selected", multiple=True, help="Run only this setup (repeatable).")
 @click.option("--output", "output", type=click.Path(), default=None,
-              help="Folder for results.jsonl and report.xlsx (default: output_dir/<time>).")
+              help="Folder for results.jsonl and the reports (default: output_dir/<time>).")
 @click.option("--force-download", is_flag=True, help="Download missing models instead of marking them MISSING.")
 @click.option("--repeat", type=click.IntRange(1, 10_000), default=None, help="Timed repetitions of every test.")
 @click.option("--strict", is_flag=True, help="Exit 1 also when a model is missing or an engine unavailable.")
@@ -187,7 +202,7 @@ def resolve(model_id: str, config_path: str | None, as_json: bool) -> None:
 @json_option
 def run(setups_path: str | None, config_path: str | None, selected: tuple[str, ...], output: str | None,
         force_download: bool, repeat: int | None, strict: bool, resume: str | None, as_json: bool) -> None:
-    """Run the test setups and write results.jsonl and report.xlsx.
+    """Run the test setups and write results.jsonl, report.xlsx and report.html.
 
     Exit code 0 when every cell is ok, missing, unavailable or skipped; 1 when any failed or errored (--strict:
     also missing or unavailable); 2 for usage and configuration errors.
@@ -229,7 +244,7 @@ def run(setups_path: str | None, config_path: str | None, selected: tuple[str, .
         if unknown:
             raise UsageError(f"No setup named '{unknown[0]}' in {suite.source}; known: {', '.join(sorted(names))}.")
         chosen = [s for s in suite.setups if s.name in selected]
-    session = Session(config, force_download=force_download)
+    session = Session(config, force_download=force_download, progress=_progress())
     session.validate_settings()
     # Every ID is resolved once, before anything starts; uninstalled engines become unavailable.
     plan = build_plan(session, suite, chosen, repeat=repeat)
@@ -241,9 +256,10 @@ def run(setups_path: str | None, config_path: str | None, selected: tuple[str, .
     prepare_output(out_dir)
     say = (lambda msg: echo(msg, err=True)) if as_json else echo
     runner = Runner(session, suite, out_dir, repeat=repeat, say=say, done=done, done_levels=levels)
-    rows, report = _campaign(session, runner, plan)
+    rows, report, page = _campaign(session, runner, plan)
     if as_json:
-        echo_json({"results": str(runner.results_path), "report": str(report), "interrupted": runner.interrupted,
+        echo_json({"results": str(runner.results_path), "report": str(report),
+                   "html": str(page) if page else None, "interrupted": runner.interrupted,
                    "cells": [{"setup": r.setup, "model": r.model, "engine": r.engine, "test": r.test,
                               "status": r.status, "reason": r.reason, "ok": r.ok, "failed": r.failed,
                               "error": r.error,
@@ -253,15 +269,16 @@ def run(setups_path: str | None, config_path: str | None, selected: tuple[str, .
         echo("")
         if rows:
             echo(summary_table(rows))
-        echo(f"\nResults: {runner.results_path}\nReport:  {report}")
+        echo(f"\nResults: {runner.results_path}\nReport:  {report}" + (f"\nPage:    {page}" if page else ""))
     if runner.interrupted:
         raise SystemExit(130)
     raise SystemExit(exit_code(rows, strict, runner.results_path))
 
 
-def _campaign(session: Any, runner: Any, plan: Any) -> tuple[list[Any], Any]:
+def _campaign(session: Any, runner: Any, plan: Any) -> tuple[list[Any], Any, Any]:
     """Clean up after crashed runs, run the plan with SIGTERM (and Ctrl-Break) stopping it like Ctrl-C, and write
-    the report: what `jarvis run` and `jarvis bench` share."""
+    the workbook and the HTML page beside it (None when the page failed: one warning line, the workbook stays): what
+    `jarvis run` and `jarvis bench` share."""
     import signal
 
     from .cleanup import clean_leftovers
@@ -276,7 +293,8 @@ def _campaign(session: Any, runner: Any, plan: Any) -> tuple[list[Any], Any]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return rows, _write_report(runner.results_path, runner.out_dir / "report.xlsx")
+    report = _write_report(runner.results_path, runner.out_dir / "report.xlsx")
+    return rows, report, _write_page_beside(runner.results_path, runner.out_dir / "report.html")
 
 
 @cli.command()
@@ -294,7 +312,7 @@ def _campaign(session: Any, runner: Any, plan: Any) -> tuple[list[Any], Any]:
 @click.option("--output-tokens", type=int, default=None, help="Pin answers to M tokens where the engine allows it.")
 @click.option("--slo", default=None, help="Bounds per request for goodput and capacity: ttft=500ms,itl=50ms,e2e=10s.")
 @click.option("--output", type=click.Path(), default=None,
-              help="Folder for results.jsonl and report.xlsx (default: output_dir/bench-<time>).")
+              help="Folder for results.jsonl and the reports (default: output_dir/bench-<time>).")
 @click.option("--force-download", is_flag=True, help="Download the model if missing instead of reporting MISSING.")
 @config_option
 @json_option
@@ -345,7 +363,7 @@ def bench(model_id: str, concurrency: str | None, rate: str | None, sweep: bool,
     config = load_config(config_path)
     suite = Suite(source="jarvis bench", defaults=Defaults(repetitions=1, warmup=1),
                   setups=[Setup("bench", (ModelEntry(model_id),), tests=(), load=profile)])
-    session = Session(config, force_download=force_download)
+    session = Session(config, force_download=force_download, progress=_progress())
     session.validate_settings()
     plan = build_plan(session, suite, suite.setups)
     out_dir = Path(output) if output else config.output_dir / time.strftime("bench-%Y%m%d-%H%M%S")
@@ -354,7 +372,7 @@ def bench(model_id: str, concurrency: str | None, rate: str | None, sweep: bool,
     prepare_output(out_dir)
     runner = Runner(session, suite, out_dir, say=(lambda m: echo(m, err=True)) if as_json else echo,
                     missing_fix=f"jarvis bench {model_id} --force-download")
-    _, report = _campaign(session, runner, plan)
+    _, report, page = _campaign(session, runner, plan)
     records = list(read_results(runner.results_path))
     levels = [r for r in records if r.get("type") == "load_level"]
     measured = [r for r in levels if "status" not in r]
@@ -368,13 +386,14 @@ def bench(model_id: str, concurrency: str | None, rate: str | None, sweep: bool,
                        {"concurrency": None, "slo": profile.slo.to_json()} if profile.slo else None),
                    "saturation": found.get("saturation"), "parallelism": found.get("parallelism"),
                    "not_run": [{"status": r["status"], "reason": r.get("reason")} for r in levels if "status" in r][:1],
-                   "results": str(runner.results_path), "report": str(report)})
+                   "results": str(runner.results_path), "report": str(report),
+                   "html": str(page) if page else None})
     else:
         for r in levels:
             if "status" in r:
                 echo(f"{r['status'].upper() if r['status'] == 'missing' else r['status']}: {r.get('reason')}")
                 break
-        echo(f"\nResults: {runner.results_path}\nReport:  {report}")
+        echo(f"\nResults: {runner.results_path}\nReport:  {report}" + (f"\nPage:    {page}" if page else ""))
     if runner.interrupted:
         raise SystemExit(130)
     raise SystemExit(0 if measured and any(r.get("requests_ok") for r in measured) else 1)
@@ -412,17 +431,180 @@ def _write_report(results: Any, out: Any) -> Any:
     return written
 
 
+def _write_page_beside(results: Any, out: Any) -> Any:
+    """report.html beside the workbook after a run: a failure is one warning line (the workbook and the results
+    stay); Ctrl-C still stops."""
+    try:
+        from .report_html import write_html
+
+        return write_html(results, out, None)  # the workbook already named any unreadable lines
+    except Exception as exc:  # noqa: BLE001 - the page is a convenience: whatever breaks it must not fail the run
+        if debug_enabled():
+            raise
+        why = exc if isinstance(exc, JarvisError) else f"{type(exc).__name__}: {exc}"
+        echo(f"Warning: report.html was not written ({why}); the workbook is. Try again with "
+             f"`jarvis report {results} --html`.".replace("\n", " "), err=True)
+        return None
+
+
 @cli.command()
 @click.argument("results", type=click.Path(dir_okay=False, exists=True))
 @click.option("-o", "--output", type=click.Path(), default=None,
-              help="Workbook to write (default: report.xlsx beside the results).")
-def report(results: str, output: str | None) -> None:
-    """Rebuild the Excel report from a results.jsonl."""
+              help="File to write: the workbook (default report.xlsx beside the results), or with --html the page "
+                   "(default report.html).")
+@click.option("--html", "as_html", is_flag=True, help="Write the self-contained HTML page instead of the workbook.")
+@click.option("--csv", "csv_dir", type=click.Path(file_okay=False), default=None,
+              help="Write the Summary, Results and Load tables as CSV files into this folder instead of the workbook.")
+def report(results: str, output: str | None, as_html: bool, csv_dir: str | None) -> None:
+    """Rebuild the report from a results.jsonl: the Excel workbook, or the HTML page (--html) and/or CSV tables
+    (--csv DIR)."""
     from pathlib import Path
 
+    from .errors import UsageError
+    from .results import BadLines
+
     path = Path(results)
-    out = _write_report(path, Path(output) if output else path.with_name("report.xlsx"))
-    echo(f"Report: {out}")
+    if output is not None and csv_dir is not None and not as_html:
+        raise UsageError("-o names the workbook or, with --html, the page; --csv writes its files into its folder.")
+    if not as_html and csv_dir is None:
+        out = _write_report(path, Path(output) if output else path.with_name("report.xlsx"))
+        echo(f"Report: {out}")
+        return
+    bad = BadLines()
+    if as_html:
+        from .report_html import write_html
+
+        page = Path(output) if output else path.with_name("report.html")
+        if page.suffix.lower() in (".xlsx", ".csv", ".jsonl"):
+            raise UsageError(f"--html writes a web page: name it .html, not {page.name} (-o report.html).")
+        echo(f"Page:   {write_html(path, page, bad)}")
+    if csv_dir is not None:
+        from .report_csv import write_csv
+
+        written = write_csv(path, Path(csv_dir), None if bad else bad)  # lines already skipped are named once
+        for file in written:
+            echo(f"CSV:    {file}")
+    if bad:
+        echo(f"Warning: {bad.describe(path)}", err=True)
+
+
+class _Percent(click.ParamType):
+    """A percentage: `5%` or `5` (five percent), as a share (0.05)."""
+
+    name = "percent"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        text = str(value).strip()
+        try:
+            share = float(text[:-1] if text.endswith("%") else text) / 100
+        except ValueError:
+            self.fail(f"'{value}' is not a percentage: give it as 5% or 5", param, ctx)
+        if not math.isfinite(share) or share < 0:
+            self.fail(f"'{value}' is not a percentage of 0 or more: give it as 5% or 5", param, ctx)
+        return share
+
+
+@cli.command()
+@click.argument("run_a", type=click.Path())
+@click.argument("run_b", type=click.Path())
+@click.option("--threshold", type=_Percent(), default="5%", show_default=True,
+              help="Smallest change called better or worse: percent of A's figure (pass rate: points).")
+@click.option("--all", "show_all", is_flag=True, help="List the unchanged figures too.")
+@json_option
+def compare(run_a: str, run_b: str, threshold: float, show_all: bool, as_json: bool) -> None:
+    """What got better or worse from run A to run B, and whether it is beyond the noise.
+
+    RUN_A and RUN_B are results folders of `jarvis run` or `jarvis bench` (or their results.jsonl). A change is
+    called better or worse only when its 95 % interval (from both runs' samples) excludes no change and it is larger
+    than the threshold; the method is in docs/compare.md. Exit code 1 when anything got worse, 0 otherwise, 2 when an
+    input cannot be read.
+    """
+    from pathlib import Path
+
+    from .compare import compare as compare_runs
+    from .compare import schema_warnings
+
+    found = compare_runs(Path(run_a), Path(run_b), threshold)
+    for run in (found.a, found.b):
+        if run.bad:
+            echo(f"Warning: {run.bad.describe(run.path)}", err=True)
+    for line in schema_warnings(found):
+        echo(f"Warning: {line}", err=True)
+    if as_json:
+        echo_json(found.to_json())
+    else:
+        echo(_compare_text(found, show_all))
+    raise SystemExit(1 if found.worse else 0)
+
+
+def _compare_text(found: Any, show_all: bool) -> str:
+    """Environment differences first (they usually explain the rest), then the changed cells, worse first, then one
+    line of counts."""
+    from .compare import NOT_COMPARED, ONLY_A, ONLY_B, SAME, TOO_FEW
+
+    def run_line(name: str, run: Any) -> str:
+        ids = ", ".join(run.run_ids) or "no run record"
+        return f"{name}: {run.path} (run {ids}" + (f", started {run.started_at})" if run.started_at else ")")
+
+    def cut(text: str | None, limit: int = 60) -> str:
+        text = (text or "-").replace("\n", " ")
+        return text[: limit - 1] + "…" if len(text) > limit else text
+
+    def change(f: Any) -> tuple[str, str]:
+        if f.change is None:
+            return "-", "-"
+        if f.figure.kind == "share":
+            shown = f"{f.change * 100:+.1f} pts"
+            interval = f"[{f.interval[0] * 100:+.1f}, {f.interval[1] * 100:+.1f}]" if f.interval else "-"
+            return shown, interval
+
+        def pct(x: float) -> str:
+            return "from 0" if math.isinf(x) else f"{x:+.1%}"
+
+        return pct(f.change), f"[{pct(f.interval[0])}, {pct(f.interval[1])}]" if f.interval else "-"
+
+    lines = [run_line("A", found.a), run_line("B", found.b), ""]
+    if found.environment:
+        lines.append("Environment: what differs")
+        lines.append(table(["what", "A", "B"], [[k, cut(a), cut(b)] for k, a, b in found.environment], indent="  "))
+    else:
+        lines.append("Environment: no differences in versions, hardware, command line or models.")
+    rows: list[list[str]] = []
+    for cell in found.cells:
+        status = {"missing": "MISSING"}
+        if cell.verdict in (ONLY_A, ONLY_B, NOT_COMPARED) or not cell.figures:
+            if cell.verdict == SAME and not show_all:
+                continue
+            rows.append([cell.verdict, cell.setup, cell.model, cell.what, "status",
+                         status.get(cell.status_a, cell.status_a or "-"),
+                         status.get(cell.status_b, cell.status_b or "-"), "-", "-", cut(cell.note, 70)])
+            continue
+        for f in cell.figures:
+            if f.verdict == SAME and not show_all:
+                continue
+            shown, interval = change(f)
+            rows.append([f.verdict, cell.setup, cell.model, cell.what, f.figure.label, f.figure.show(f.a),
+                         f.figure.show(f.b), shown, interval, cut(f.note, 70)])
+    order = {"worse": 0, "better": 1, ONLY_A: 2, ONLY_B: 3, NOT_COMPARED: 4, SAME: 5}
+    rows.sort(key=lambda r: order.get(r[0], 6))
+    lines.append("")
+    if rows:
+        lines.append(f"Changes (threshold {found.threshold * 100:g}%; a change is real when its 95% interval "
+                     f"excludes 0):")
+        lines.append(table(["verdict", "setup", "model", "test/level", "figure", "A", "B", "change", "95% interval",
+                            "note"], rows, indent="  "))
+    else:
+        lines.append("No figure changed beyond the noise and the threshold.")
+    c = found.counts()
+    lines.append("")
+    lines.append(f"{c['worse']} worse, {c['better']} better, {c['same']} same"
+                 + (f" ({c['too_few_samples']} with {TOO_FEW})" if c["too_few_samples"] else "")
+                 + f" over {c['figures']} figure{'s' if c['figures'] != 1 else ''} in {c['cells_compared']} "
+                 f"cell{'s' if c['cells_compared'] != 1 else ''}; {c['only_in_a']} only in A, {c['only_in_b']} only "
+                 f"in B, {c['not_compared']} not compared.")
+    return "\n".join(lines)
 
 
 @cli.command()
@@ -434,7 +616,8 @@ def cleanup(config_path: str | None, include_loadouts: bool) -> None:
     from .config import load_config
     from .session import Session
 
-    lines = clean_leftovers(Session(load_config(config_path)), include_loadouts=include_loadouts)
+    lines = clean_leftovers(Session(load_config(config_path), progress=_progress()),
+                            include_loadouts=include_loadouts)
     echo("\n".join(lines) if lines else "Nothing to clean up.")
 
 
@@ -451,7 +634,8 @@ def _loadout_session(config_path: str | None, name: str | None, **kwargs: Any) -
     from .loadout import run_id
     from .session import Session
 
-    return Session(load_config(config_path), run_id=run_id(name) if name else None, keep_loaded=True, **kwargs)
+    return Session(load_config(config_path), run_id=run_id(name) if name else None, keep_loaded=True,
+                   progress=_progress(), **kwargs)
 
 
 @loadout.command(name="status")
@@ -524,7 +708,9 @@ def loadout_down(name: str | None, config_path: str | None, as_json: bool) -> No
 
     config = load_config(config_path)
     say = (lambda msg: echo(msg, err=True)) if as_json else echo
-    result = down(lambda rid: Session(config, run_id=rid), [name] if name else None, default_state_dir(), say)
+    progress = _progress()
+    result = down(lambda rid: Session(config, run_id=rid, progress=progress), [name] if name else None,
+                  default_state_dir(), say)
     if as_json:
         echo_json(result)
     elif not result["loadouts"]:
