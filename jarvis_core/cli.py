@@ -17,7 +17,7 @@ import click
 from . import __version__
 from .console import safe, table
 from .errors import JarvisError
-from .redact import redact
+from .redact import redact_data
 
 log = logging.getLogger("jarvis")
 
@@ -91,8 +91,9 @@ def echo(message: Any = "", err: bool = False) -> None:
 
 
 def echo_json(data: Any) -> None:
-    # json.dumps escapes control characters itself; redaction still applies to the text.
-    click.echo(redact(json.dumps(data, indent=2, default=str)))
+    # json.dumps escapes control characters itself; redaction applies value by value (redacting the text could let a
+    # mask run past a string's closing quote: redact.redact_data).
+    click.echo(json.dumps(redact_data(json.loads(json.dumps(data, default=str))), indent=2))
 
 
 @click.group(cls=JarvisGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -116,7 +117,10 @@ def _progress() -> Any:
     ctx = click.get_current_context(silent=True)
     root = ctx.find_root() if ctx is not None else None
     quiet = bool(root is not None and isinstance(root.obj, dict) and root.obj.get("quiet"))
-    return Progress(enabled=not quiet)
+    progress = Progress(enabled=not quiet)
+    if ctx is not None:  # a bar left open by an error is taken down before the error's line is printed
+        ctx.call_on_close(progress.close)
+    return progress
 
 
 @cli.command()

@@ -81,6 +81,27 @@ def engine_gpus(gpus: GpuSelection = "all", *, environ: Mapping[str, str] | None
     return [by_index[i] for i in physical_indices(gpus, visible, devices)]
 
 
+def driver_version() -> str | None:
+    """The NVIDIA driver's version (`"580.82.07"`), or None when there is no driver to ask. For the run record: a
+    driver update is a usual reason for a run to differ from the last (`jarvis compare`)."""
+    try:
+        import pynvml  # type: ignore[import-not-found]
+    except ImportError:
+        pynvml = None
+    if pynvml is not None:
+        try:
+            pynvml.nvmlInit()
+            try:
+                return _text(pynvml.nvmlSystemGetDriverVersion())
+            finally:
+                pynvml.nvmlShutdown()
+        except Exception:  # pynvml.NVMLError: no driver; nvidia-smi may still answer
+            pass
+    out = _nvidia_smi("--query-gpu=driver_version")
+    first = out.strip().splitlines()[0].strip() if out and out.strip() else ""
+    return first or None
+
+
 def used_mib(gpus: GpuSelection = "all", *, environ: Mapping[str, str] | None = None) -> int | None:
     """Memory used on the engine's GPUs together (MiB), or None when there is no GPU to ask."""
     selected = engine_gpus(gpus, environ=environ)

@@ -119,6 +119,10 @@ class Runner:
             self._active.add(ref.engine)
             started, warm = lifecycle.bring_up(self.session, ref, verdict, warm=model.warmups > 0, say=self.say,
                                                before_start=lambda: self._make_room(ref.engine))
+            # What exactly was measured (a digest, a commit, a file's sha256): `jarvis compare` shows when it changed.
+            revision = verdict.availability.revision if verdict.availability is not None else None
+            if revision is None and verdict.status == "to_pull":
+                revision = self.session.is_available(ref).revision
             if ref.engine not in self._engine_recorded:
                 self._engine_recorded.add(ref.engine)
                 self._write({"type": "engine", "engine": ref.engine, "version": started.version or detection.version,
@@ -129,7 +133,7 @@ class Runner:
                 self.say(f"  cold start {warm.cold_start_s:.2f} s" +
                          (f" (engine load {warm.load_s:.2f} s)" if warm.load_s is not None else ""))
                 self._write({"type": "warmup", **model.identity(), "cold_start_s": warm.cold_start_s,
-                             "load_s": warm.load_s, "detail": warm.detail})
+                             "load_s": warm.load_s, "detail": warm.detail, "revision": revision})
         except JarvisError as exc:
             status = Status.UNAVAILABLE if isinstance(exc, EngineUnavailableError) else \
                 Status.MISSING if isinstance(exc, ModelMissingError) else Status.ERROR
@@ -311,7 +315,7 @@ def shielded_from_interrupts(say: Callable[[str], None] | None = None) -> Iterat
 
 
 def environment(session: Session, suite: Suite, argv: list[str] | None) -> dict[str, Any]:
-    from .gpu import gpu_memory
+    from .gpu import driver_version, gpu_memory
     from .plugins import plugin_info
 
     gpus = gpu_memory()
@@ -320,6 +324,7 @@ def environment(session: Session, suite: Suite, argv: list[str] | None) -> dict[
         "plugins": {i.name: f"{i.distribution or i.name} {i.version or ''}".strip() for i, _ in plugin_info()},
         "python": sys.version.split()[0], "os": platform.platform(), "host": socket.gethostname(),
         "cpu": _cpu_name(), "gpu": ", ".join(f"{g.name} ({g.total_mib} MiB)" for g in gpus) if gpus else "none",
+        "gpu_driver": driver_version() if gpus else None,
         "setups_file": suite.source, "config_file": session.config.source or "(defaults)",
         "force_download": session.force_download, "argv": " ".join(argv or []),
         "defaults": vars(suite.defaults) if hasattr(suite.defaults, "__dict__") else {},

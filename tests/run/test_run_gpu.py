@@ -4,6 +4,7 @@ GPU whose memory does not come back is reported as such. The environment records
 
 from __future__ import annotations
 
+import re
 import sys
 
 import yaml
@@ -31,6 +32,9 @@ for proc in psutil.process_iter(["cmdline"]):
             held = True
     except psutil.Error:
         pass
+if "--query-gpu=driver_version" in sys.argv:
+    print("580.82.07")
+    sys.exit(0)
 if "--query-gpu=index,name,memory.used,memory.total" not in sys.argv:
     sys.exit("fake nvidia-smi: unexpected arguments " + " ".join(sys.argv[1:]))
 print(f"0, {GPU_NAME}, {{{HELD_MIB} if held else {IDLE_MIB}}}, {TOTAL_MIB}")
@@ -66,8 +70,11 @@ def test_gpu_heavy_engine_is_stopped_and_its_memory_confirmed_back_before_ollama
     starting = next(i for i, line in enumerate(lines) if line.startswith("Starting ollama serve"))
     assert ollama < stopped < starting, "vLLM is stopped before Ollama starts"
     assert lines[stopped].endswith("; memory confirmed back"), lines[stopped]
-    run = records(campaign.root / "out" / "results.jsonl")[0]
-    assert run["gpu"] == f"{GPU_NAME} ({TOTAL_MIB} MiB)"
+    found = records(campaign.root / "out" / "results.jsonl")
+    assert found[0]["gpu"] == f"{GPU_NAME} ({TOTAL_MIB} MiB)" and found[0]["gpu_driver"] == "580.82.07"
+    # what exactly was measured, for `jarvis compare`: Ollama's digest of the model
+    warmups = {r["model"]: r for r in found if r["type"] == "warmup"}
+    assert re.fullmatch(r"(sha256[:-])?[0-9a-f]{12,64}", warmups["ol_qwen2.5:0.5b#stream"]["revision"])
 
 
 def test_memory_that_does_not_come_back_is_reported(campaign: Campaign) -> None:
