@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from .engine import ChatRequest, InferResult
 from .http import MAX_CONNECTIONS, error_message
@@ -55,26 +55,39 @@ async def close_sessions() -> None:
         await _sessions.pop(key).close()
 
 
-async def openai_chat_async(address: str, model: str, request: ChatRequest, *, path: str = "/v1/chat/completions",
-                            include_usage: bool = True, extra: dict[str, Any] | None = None,
-                            headers: dict[str, str] | None = None) -> InferResult:
-    """`openai_api.chat` for the event loop: one chat completion, streamed (SSE) or not, with the same stamps,
-    parsing and error results (a failed request is an error result, never a raise; cancellation is raised)."""
+class StreamFeed(Protocol):
+    """What reads a streamed answer into its `InferResult`: `feed` per network read (stamped on arrival, before any
+    parsing) until it returns True; then `finish`. `openai_api.SseReader` is one."""
+
+    done: bool
+
+    def feed(self, data: bytes, arrived: int) -> bool: ...
+
+    def finish(self, now: int) -> None: ...
+
+
+async def post_chat(address: str, path: str, body: bytes, request: ChatRequest, *,
+                    stream_reader: Callable[[InferResult], StreamFeed],
+                    read_whole: Callable[[bytes, InferResult], None], headers: dict[str, str] | None = None,
+                    who: str = "the engine", died: str = "engine died?") -> InferResult:
+    """POST a chat request from the event loop and read the answer (streamed through `stream_reader(result)`, or
+    whole through `read_whole`), with the stamps of docs/metrics.md, the request's timeout, and every failure as the
+    result's error (never a raise; cancellation is raised). `who` and `died` word the errors for the engine."""
     import aiohttp
 
-    body = json.dumps(chat_body(model, request, include_usage=include_usage, extra=extra)).encode()
     result = InferResult(stream=request.stream, t_send=0)
     clock = time.perf_counter_ns
     session = session_for(address)
-    result.t_send = clock()  # kept if the request never gets written (connection refused)
+    result.t_send = clock()  # kept if the request never gets written; the session's trace stamps the body's end
     try:
         async with timeout_after(request.timeout):
             async with session.post(path, data=body, headers={"Content-Type": "application/json", **(headers or {})},
                                     trace_request_ctx=result) as response:
                 if response.status >= 400:
+                    result.t_first_byte = clock()
                     result.error = error_message(response.status, await response.read())
                 elif request.stream:
-                    reader = SseReader(result)
+                    reader = stream_reader(result)
                     reads = response.content.iter_any()
                     async for data in reads:
                         if reader.feed(data, clock()):
@@ -86,18 +99,26 @@ async def openai_chat_async(address: str, model: str, request: ChatRequest, *, p
                 else:
                     raw = await response.read()
                     result.t_first_byte = result.t_end = result.t_last_token = clock()
-                    parse_whole(raw, result)
+                    read_whole(raw, result)
     except (asyncio.TimeoutError, TimeoutError):
         result.error = f"timed out after {request.timeout:g} s"
-    except aiohttp.ServerDisconnectedError as exc:
-        result.error = f"the connection broke mid-answer (engine died?): {exc}"
-    except aiohttp.ClientPayloadError as exc:
-        result.error = f"the connection broke mid-answer (engine died?): {exc}"
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
+        result.error = f"the connection broke mid-answer ({died}): {exc or type(exc).__name__}"
     except (aiohttp.ClientError, OSError) as exc:
-        result.error = f"cannot reach the engine: {exc}"
+        result.error = f"cannot reach {who}: {exc or type(exc).__name__}"
     if result.t_end is None:
         result.t_end = clock()
     return result
+
+
+async def openai_chat_async(address: str, model: str, request: ChatRequest, *, path: str = "/v1/chat/completions",
+                            include_usage: bool = True, extra: dict[str, Any] | None = None,
+                            headers: dict[str, str] | None = None) -> InferResult:
+    """`openai_api.chat` for the event loop: one chat completion, streamed (SSE) or not, with the same stamps,
+    parsing and error results."""
+    body = json.dumps(chat_body(model, request, include_usage=include_usage, extra=extra)).encode()
+    return await post_chat(address, path, body, request, stream_reader=SseReader, read_whole=parse_whole,
+                           headers=headers)
 
 
 def timeout_after(seconds: float | None) -> Any:

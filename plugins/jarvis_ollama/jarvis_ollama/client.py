@@ -21,10 +21,9 @@ from jarvis_core.api import (
     Message,
     error_message,
     make_client,
+    post_chat,
     read_stamped,
-    session_for,
     shared_client,
-    timeout_after,
     stamped_lines,
 )
 
@@ -397,56 +396,39 @@ def _read_stream(response: httpx.Response, result: InferResult, deadline: int) -
             pass
 
 
+class LineFeed:
+    """`StreamReader` fed with network reads (the event loop's client): each read cut into NDJSON lines, every line
+    stamped with its read's arrival."""
+
+    __slots__ = ("reader", "pending")
+
+    def __init__(self, result: InferResult) -> None:
+        self.reader = StreamReader(result)
+        self.pending = b""
+
+    @property
+    def done(self) -> bool:
+        return self.reader.done
+
+    def feed(self, data: bytes, arrived: int) -> bool:
+        if self.reader.result.t_first_byte is None:
+            self.reader.result.t_first_byte = arrived
+        *complete, self.pending = (self.pending + data).split(b"\n")
+        return any(self.reader.line(arrived, line) for line in complete)
+
+    def finish(self, now: int) -> None:
+        if not self.reader.done and self.reader.result.error is None and self.pending:
+            self.reader.line(now, self.pending)
+        self.reader.finish(now)
+
+
 async def chat_async(url: str, model: str, request: ChatRequest, *, keep_alive: int | str | None = None,
                      num_ctx: int | None = None) -> InferResult:
     """`chat` from an event loop (the `infer_async` hook, for load levels), over the loop's aiohttp session of
     `url`: the same body, stamps, reading and error results."""
-    import asyncio
-
-    import aiohttp
-
     body = json.dumps(chat_body(model, request, keep_alive=keep_alive, num_ctx=num_ctx)).encode()
-    result = InferResult(stream=request.stream, t_send=0)
-    clock = time.perf_counter_ns
-    session = session_for(url)
-    result.t_send = clock()  # kept if the request never gets written; the session's trace stamps the body's end
-    try:
-        async with timeout_after(request.timeout):
-            async with session.post("/api/chat", data=body, headers={**_JSON, **(auth_headers(url) or {})},
-                                    trace_request_ctx=result) as response:
-                if response.status >= 400:
-                    result.t_first_byte = clock()
-                    result.error = error_message(response.status, await response.read())
-                elif request.stream:
-                    reader = StreamReader(result)
-                    pending = b""
-                    reads = response.content.iter_any()
-                    async for data in reads:
-                        arrived = clock()
-                        if result.t_first_byte is None:
-                            result.t_first_byte = arrived
-                        *complete, pending = (pending + data).split(b"\n")
-                        if any(reader.line(arrived, line) for line in complete):
-                            break
-                    else:
-                        reader.line(clock(), pending)
-                    reader.finish(clock())
-                    if reader.done:
-                        async for _ in reads:  # the body's end, so the connection is kept for the next request
-                            pass
-                else:
-                    raw = await response.read()
-                    result.t_first_byte = result.t_end = result.t_last_token = clock()
-                    _parse_whole(raw, result)
-    except (asyncio.TimeoutError, TimeoutError):
-        result.error = f"timed out after {request.timeout:g} s"
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
-        result.error = f"the connection broke mid-answer (Ollama or its runner died?): {exc or type(exc).__name__}"
-    except (aiohttp.ClientError, OSError) as exc:
-        result.error = f"cannot reach Ollama: {exc or type(exc).__name__}"
-    if result.t_end is None:
-        result.t_end = clock()
-    return result
+    return await post_chat(url, "/api/chat", body, request, stream_reader=LineFeed, read_whole=_parse_whole,
+                           headers=auth_headers(url), who="Ollama", died="Ollama or its runner died?")
 
 
 def _read_whole(response: httpx.Response, result: InferResult) -> None:
