@@ -9,6 +9,7 @@ which gives the fixtures `jarvis_isolated` (own state folder, user config folder
 installed plugin loaded by accident), `use_plugin` (`use_plugin(my_plugin_module, "name")`, unregistered after the
 test) and `make_session` (`make_session({"engines": {...}})`, a Session as config.yaml would configure it). Outside
 pytest, `registered`, `isolated_environment`, `session` and `serve` do the same as context managers and functions.
+`infer_async` answers one request through an engine's `infer_async` hook, as load levels send it.
 """
 
 from __future__ import annotations
@@ -86,6 +87,25 @@ def serve(handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1") -> Ite
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def infer_async(session: Session, model: Any, request: Any) -> Any:
+    """One request through the engine's `infer_async` hook, on an event loop of its own (closed afterwards, with its
+    connections), as a load level sends it. Fails the test when the engine's plugin has no `infer_async`."""
+    import asyncio
+
+    from .aio import close_sessions
+
+    send = session.async_infer(model)
+    assert send is not None, f"the {model.engine} plugin implements no infer_async"
+
+    async def one() -> Any:
+        try:
+            return await send(request)
+        finally:
+            await close_sessions()
+
+    return asyncio.run(one())
 
 
 # --- pytest fixtures ------------------------------------------------------------------------------------------------

@@ -3,13 +3,11 @@ text, counts, server figures and error results, with stamps in order; and it is 
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
-from jarvis_core.aio import close_sessions
 from jarvis_core.api import ChatRequest, Message
 from jarvis_core.load import Level
 from jarvis_core.load_async import run_level_async
+from jarvis_core.testing import infer_async
 
 from tests.standins.ollama_server import MID_STREAM_ERROR
 
@@ -21,19 +19,6 @@ def served(session_for, standin, ref):
     server = standin(models=["qwen2.5:0.5b", {"name": "qwen3:0.6b", "thinking": True}], token_delay=0.003)
     session = session_for(port=server.port)
     return session, server, ref(session, "qwen2.5:0.5b")
-
-
-def looped(session, model, request):
-    send = session.async_infer(model)
-    assert send is not None, "the Ollama plugin implements infer_async"
-
-    async def one():
-        try:
-            return await send(request)
-        finally:
-            await close_sessions()
-
-    return asyncio.run(one())
 
 
 def same(a, b) -> None:
@@ -48,7 +33,7 @@ def same(a, b) -> None:
 def test_hook_infer_async_answers_as_infer_does(served, stream):
     session, server, model = served
     request = ChatRequest(messages=FRANCE, stream=stream)
-    threaded, async_result = session.infer(model, request), looped(session, model, request)
+    threaded, async_result = session.infer(model, request), infer_async(session, model, request)
     assert async_result.ok and async_result.text == "The capital of France is Paris."
     same(threaded, async_result)
     if stream:
@@ -61,7 +46,7 @@ def test_thinking_counts_as_the_first_token(served, ref):
     session, _, _ = served
     model = ref(session, "qwen3:0.6b")
     request = ChatRequest(messages=FRANCE, stream=True)
-    same(session.infer(model, request), looped(session, model, request))
+    same(session.infer(model, request), infer_async(session, model, request))
 
 
 @pytest.mark.parametrize("fault", ["error", "die", "status"])
@@ -69,7 +54,7 @@ def test_failures_are_the_same_error_results(served, fault):
     session, server, model = served
     options = {"error": dict(after_chunks=3), "die": dict(after_chunks=2), "status": dict(status=503)}[fault]
     server.add_fault(fault, endpoint="chat", **options)
-    result = looped(session, model, ChatRequest(messages=FRANCE, stream=True))
+    result = infer_async(session, model, ChatRequest(messages=FRANCE, stream=True))
     assert not result.ok and result.t_end is not None
     expected = {"error": MID_STREAM_ERROR, "die": "", "status": "503"}[fault]
     assert expected in result.error
@@ -80,9 +65,9 @@ def test_failures_are_the_same_error_results(served, fault):
 def test_a_hung_stream_times_out_and_an_unknown_model_is_a_404(served, ref):
     session, server, model = served
     server.add_fault("hang", after_chunks=2, endpoint="chat", seconds=5)
-    result = looped(session, model, ChatRequest(messages=FRANCE, stream=True, timeout=0.5))
+    result = infer_async(session, model, ChatRequest(messages=FRANCE, stream=True, timeout=0.5))
     assert not result.ok and "timed out" in result.error and len(result.chunk_times) == 2
-    result = looped(session, ref(session, "nope:1b"), ChatRequest(messages=FRANCE, stream=True))
+    result = infer_async(session, ref(session, "nope:1b"), ChatRequest(messages=FRANCE, stream=True))
     assert not result.ok and "404" in result.error and "nope:1b" in result.error
 
 

@@ -3,17 +3,16 @@ same engine fields (exact token counts) and the server's authentication."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import http.server
 import json
 
 import pytest
 
-from jarvis_core.aio import close_sessions
 from jarvis_core.engine import ChatRequest, Message
 from jarvis_core.load import Level, LoadProfile, workload
 from jarvis_core.load_async import run_level_async
+from jarvis_core.testing import infer_async
 from jarvis_core.testing import serve
 
 from vllm_fixtures import *  # noqa: F401,F403  (fixtures)
@@ -34,24 +33,11 @@ def remote(session_for, server):
     return session_for(url=server.url, models={MODEL: {"served_name": "qwen-small"}})
 
 
-def looped(session, ref, request):
-    send = session.async_infer(ref)
-    assert send is not None, "the vLLM plugin implements infer_async"
-
-    async def one():
-        try:
-            return await send(request)
-        finally:
-            await close_sessions()
-
-    return asyncio.run(one())
-
-
 @pytest.mark.parametrize("stream", [True, False])
 def test_hook_infer_async_answers_as_infer_does(remote, stream):
     ref = remote.resolve(f"vllm:{MODEL}")
     request = ChatRequest(FRANCE, stream=stream, max_tokens=32)
-    a, b = remote.infer(ref, request), looped(remote, ref, request)
+    a, b = remote.infer(ref, request), infer_async(remote, ref, request)
     assert b.ok and "Paris" in b.text
     assert (b.text, b.output_tokens, b.token_source, b.prompt_tokens, b.finish_reason) == \
         (a.text, a.output_tokens, a.token_source, a.prompt_tokens, a.finish_reason)
@@ -91,5 +77,5 @@ def test_user_information_in_the_url_is_sent_as_basic_auth(session_for):
 
     with serve(Guarded) as url:
         session = session_for(url=url.replace("http://", "http://jarvis:s3cret-pw@"), served_name="tiny")
-        result = looped(session, session.resolve("vllm:org/tiny"), ChatRequest(FRANCE))
+        result = infer_async(session, session.resolve("vllm:org/tiny"), ChatRequest(FRANCE))
     assert result.ok and result.text == "Paris." and seen == [wanted]
