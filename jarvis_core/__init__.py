@@ -4,4 +4,4 @@ Plugin authors import from `jarvis_core.api` (the whole plugin interface) and te
 docs/plugins.md describes the contract.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"

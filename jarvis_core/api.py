@@ -33,6 +33,7 @@ from .errors import (
 )
 from .gpu import GpuMemory, engine_gpus, engine_visible_devices, gpu_memory, used_mib, wait_for_release
 from .hookspecs import hookimpl
+from .hub import HubFiles, hub_download, hub_files
 from .http import close_shared, error_message, http_answer, make_client, read_stamped, shared_client, stamped_lines
 from .launch import Launched, await_ready, end, exit_reason, launch, running, start_failure
 from .modelid import Flags, ModelRef
@@ -81,6 +82,8 @@ __all__ = [
     "openai_chat_async", "post_chat", "StreamFeed", "session_for", "timeout_after",
     # warmup
     "warm", "warmup_request", "WARMUP_PROMPT",
+    # the Hugging Face Hub: a repo's files, and resumable downloads into the hub cache (`pip install 'jarvis-core[hub]'`)
+    "HubFiles", "hub_files", "hub_download",
     # the GPU
     "GpuMemory", "gpu_memory", "wait_for_release", "engine_gpus", "used_mib", "engine_visible_devices",
 ]

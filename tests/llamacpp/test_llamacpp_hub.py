@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from jarvis_core import hub as core_hub
 from jarvis_core.api import EngineError, ModelMissingError, Progress
 from jarvis_core.cli import cli
 
@@ -21,7 +22,7 @@ from llamacpp_helpers import REPO
 if str(REPO) not in sys.path:  # `tests.standins` is imported as a package from the repository root
     sys.path.insert(0, str(REPO))
 
-from jarvis_llamacpp import hub_download, models  # noqa: E402
+from jarvis_llamacpp import models  # noqa: E402
 from jarvis_llamacpp.hub import HubIdError, HubRef, NoMatch, choose, hub_cache_dir, parse  # noqa: E402
 from tests.standins.hf_hub import HubRepo, serve_hub, use_hub  # noqa: E402
 
@@ -133,7 +134,7 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     with serve_hub(repos, tokens=["hf_other"]) as running:
         use_hub(monkeypatch, running, tmp_path / "hf-home")
         monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
-        monkeypatch.setattr(hub_download, "RETRY_DELAYS", (0.01, 0.01, 0.01))
+        monkeypatch.setattr(core_hub, "RETRY_DELAYS", (0.01, 0.01, 0.01))
         yield running
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from jarvis_core import hub as core_hub
 from jarvis_core.errors import EngineError, ModelMissingError
 from jarvis_core.progress import Progress
 from jarvis_vllm import hfcache
@@ -47,7 +48,7 @@ def hf_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     with serve_hub(repos, tokens=[OTHER]) as running:
         use_hub(monkeypatch, running, tmp_path / "hf-home")
         monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-        monkeypatch.setattr(hfcache, "RETRY_DELAYS", (0.0, 0.0, 0.0))  # retries at once: the tests wait for nothing
+        monkeypatch.setattr(core_hub, "RETRY_DELAYS", (0.0, 0.0, 0.0))  # retries at once: the tests wait for nothing
         yield running
 
 
@@ -254,7 +255,7 @@ def test_full_disk_is_one_line_and_the_next_pull_resumes(hf_hub, pulling, tmp_pa
     """The disk fills up after 2 MiB: the kernel would take what fits and then fail write() with ENOSPC. Here the
     write path does the same (no real device is filled): bytes up to the budget are written, then ENOSPC."""
     budget = [2 * 2**20]
-    real = hfcache._write_all
+    real = core_hub._write_all
 
     def filling(out, data):
         room = min(len(data), budget[0])
@@ -263,7 +264,7 @@ def test_full_disk_is_one_line_and_the_next_pull_resumes(hf_hub, pulling, tmp_pa
         if room < len(data):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(hfcache, "_write_all", filling)
+    monkeypatch.setattr(core_hub, "_write_all", filling)
     session, out = pulling()
     ref = session.resolve(f"vllm:{MODEL}")
     with pytest.raises(EngineError) as info:
@@ -275,7 +276,7 @@ def test_full_disk_is_one_line_and_the_next_pull_resumes(hf_hub, pulling, tmp_pa
     kept = partial_file(tmp_path).stat().st_size
     assert 0 < kept < len(WEIGHTS) and not session.is_available(ref).present
 
-    monkeypatch.setattr(hfcache, "_write_all", real)
+    monkeypatch.setattr(core_hub, "_write_all", real)
     hf_hub.clear_log()
     assert session.pull(ref).present
     [resumed] = hf_hub.downloads("model.safetensors")

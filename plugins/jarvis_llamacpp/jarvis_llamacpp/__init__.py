@@ -35,7 +35,7 @@ from .hub import is_hub_name
 from .models import known_model, model_file
 from .settings import LlamaCppSettings
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 
 ENGINE = server.ENGINE
 PREFIXES = ("lc_", "llamacpp:")
@@ -108,7 +108,7 @@ def _hub_availability(name: str) -> Availability:
 def pull(ctx: EngineContext, model: ModelRef) -> Availability:
     if is_hub_name(model.name):
         from .hub import HubIdError, parse
-        from .hub_download import pull as pull_from_hub
+        from .hub import pull as pull_from_hub
 
         try:
             ref = parse(model.name)

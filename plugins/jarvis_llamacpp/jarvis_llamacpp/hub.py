@@ -12,8 +12,9 @@ downloaded and llama.cpp is given the first. The files live in the Hugging Face 
 leaves it, so `hf`, transformers and llama.cpp share them; its folder is where huggingface_hub looks:
 `HF_HUB_CACHE`, else `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub`.
 
-Nothing here touches the network or imports huggingface_hub at module level (`jarvis --help` stays fast); the
-download is in `hub_download.py`.
+Only `pull` touches the network: it asks the Hub for the revision's files (the core's `hub_files`), picks the file
+here, and has the core's `hub_download` (jarvis_core/hub.py) put it into the cache, resumably, on one progress task.
+Nothing here imports huggingface_hub (`jarvis --help` stays fast).
 """
 
 from __future__ import annotations
@@ -22,8 +23,12 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
+if TYPE_CHECKING:
+    from jarvis_core.api import Availability, Progress
+
+ENGINE = "llamacpp"
 HUB_PREFIXES = ("hf.co/", "huggingface.co/")
 DEFAULT_QUANT = "Q4_K_M"
 """Picked when an ID names no quantization and the repo holds more than one GGUF (as Ollama does)."""
@@ -39,6 +44,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 PARTIAL = ".incomplete"
 """Suffix of a blob being downloaded (`blobs/<sha256>.incomplete`), kept after an interruption to be resumed."""
+REVISION_HINT = "check what follows '@' in the model ID"
 
 
 class HubIdError(ValueError):
@@ -320,3 +326,29 @@ def _partial_bytes(folder: Path) -> int:
                 except OSError:
                     pass
     return total
+
+
+# --- downloading ----------------------------------------------------------------------------------------------------
+
+
+def pull(ref: HubRef, progress: Progress) -> Availability:
+    """Put `ref` into the hub cache (a no-op when it is there) and say where it is. Raises ModelMissingError (no such
+    repo, revision or file; gated; no file matches) or EngineError (offline, unreachable, broken off, disk full), one
+    line each; KeyboardInterrupt goes through, and what was downloaded is kept for the next try."""
+    from jarvis_core.api import Availability, ModelMissingError, hub_download, hub_files
+
+    cache = hub_cache_dir()
+    found = lookup(ref, cache)
+    if found.path is None:
+        listing = hub_files(ref.repo_id, revision=ref.revision, engine=ENGINE, revision_hint=REVISION_HINT)
+        try:
+            names = choose(ref, listing.sizes,
+                           where=ref.repo_id + (f" at revision {ref.revision}" if ref.revision else ""))
+        except NoMatch as exc:
+            raise ModelMissingError(f"{exc}.", engine=ENGINE) from None
+        hub_download(ref.repo_id, names, cache_dir=cache, progress=progress, engine=ENGINE, revision=ref.revision,
+                     label=f"{ENGINE}: {ref.repo_id}/{names[0]}", revision_hint=REVISION_HINT)
+        found = lookup(ref, cache)
+        if found.path is None:
+            raise ModelMissingError(f"After downloading, {found.detail}.", engine=ENGINE)
+    return Availability(present=True, detail=found.detail, revision=found.revision)

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
         WarmupResult,
     )
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 
 ENGINE = "ollama"
 PREFIXES = ("ol_",)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from .hfcache import CacheCheck
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 
 __all__ = ["ModelSettings", "VllmSettings", "PREFIXES", "__version__"]
 
@@ -198,9 +198,12 @@ def pull(ctx: EngineContext, model: ModelRef) -> Availability:
                           f"download.", engine=ENGINE)
     ctx.progress.note(f"vllm: downloading {model.name}{f' (revision {revision})' if revision else ''} into "
                       f"{settings.resolved_hub_cache()}")
-    hfcache.download(model.name, settings.resolved_hub_cache(), progress=ctx.progress, token=settings.hf_token,
-                     revision=revision, endpoint=settings.hf_endpoint,
-                     label=f"vllm: {model.name}{f'@{revision}' if revision else ''}")
+    from jarvis_core.api import hub_download
+
+    hub_download(model.name, None, cache_dir=settings.resolved_hub_cache(), progress=ctx.progress, engine=ENGINE,
+                 revision=revision, token=settings.hf_token, endpoint=settings.hf_endpoint,
+                 label=f"vllm: {model.name}{f'@{revision}' if revision else ''}",
+                 revision_hint="check the `revision` set for it in config.yaml")
     check = _check(settings, model)
     if not check.present:
         raise ModelMissingError(f"After downloading, {check.detail}.", engine=ENGINE)
