@@ -88,7 +88,9 @@ def requests_for(profile: LoadProfile = LoadProfile()):
 
 
 def test_closed_loop_reaches_the_known_maximum_throughput(load_server, gen):
-    ttft, tokens, gap = 0.05, 10, 0.01
+    # Answers of 0.28 s: long enough that a busy CI machine's stalls of a few tens of ms stay within the tolerance
+    # (with 0.14 s answers one such run measured 69 % at 8 in flight), short enough for the quick suite.
+    ttft, tokens, gap = 0.1, 10, 0.02
     url = load_server(ttft=ttft, tokens=tokens, gap=gap)
     per_request = ttft + (tokens - 1) * gap
     for n in (1, 8):
@@ -99,7 +101,7 @@ def test_closed_loop_reaches_the_known_maximum_throughput(load_server, gen):
         assert summary.window == "steady"
         assert 0.9 * best <= summary.output_tps <= 1.05 * best, (n, summary.output_tps, best)
         assert summary.ttft_s["p50"] == pytest.approx(ttft, abs=0.015)
-        assert summary.itl_s["p50"] == pytest.approx(gap, abs=0.004)
+        assert summary.itl_s["p50"] == pytest.approx(gap, abs=0.005)
 
 
 def test_poisson_arrivals_have_the_right_mean_and_spread_and_are_seeded():
