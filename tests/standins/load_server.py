@@ -11,13 +11,15 @@ CLOCK_MONOTONIC on Linux, so a client in another process can compare them with i
 request in arrival order, its tag (the last message's text before its first colon), when it was received, started
 generating and sent its first and last token.
 
-Prints `{"port": P}` once listening; exits when stdin closes. Standard library only.
+Prints `{"port": P}` once listening; exits when stdin closes. Standard library only (uvloop where
+installed).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import sys
 import time
@@ -77,9 +79,8 @@ class LoadStandin:
             stat["started"] = start = clock()
             stream = bool(body.get("stream"))
             if stream:
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
-                self.chunk(writer, {"choices": [{"index": 0, "delta": {"role": "assistant"}}]})
-                await writer.drain()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             + ROLE_CHUNK)
             for i in range(count):
                 delay = start + int((self.ttft + i * self.gap) * 1e9) - clock()
                 if delay > 0:
@@ -88,8 +89,8 @@ class LoadStandin:
                 if stat["first"] is None:
                     stat["first"] = stat["last"]
                 if stream:
-                    self.chunk(writer, {"choices": [{"index": 0, "delta": {"content": f" w{i}"}}]})
-                    await writer.drain()
+                    writer.write(token_chunk(i))
+                    await self.drain(writer)
             reason = "length" if limit and count >= int(limit) else "stop"
             usage = {"prompt_tokens": 10, "completion_tokens": count, "total_tokens": 10 + count}
             if stream:
@@ -107,8 +108,28 @@ class LoadStandin:
 
     @staticmethod
     def chunk(writer: asyncio.StreamWriter, obj: dict) -> None:
-        data = b"data: " + json.dumps(obj).encode() + b"\n\n"
-        writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        writer.write(encode_chunk(obj))
+
+    @staticmethod
+    async def drain(writer: asyncio.StreamWriter) -> None:
+        # Waiting on every chunk costs the stand-in a task switch per token, which at hundreds of streams would make
+        # the stand-in, not the client under test, the bottleneck: wait only when the client stops reading.
+        if writer.transport.get_write_buffer_size() > 65536:
+            await writer.drain()
+
+
+def encode_chunk(obj: dict) -> bytes:
+    """One SSE event as one HTTP chunk."""
+    data = b"data: " + json.dumps(obj).encode() + b"\n\n"
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+ROLE_CHUNK = encode_chunk({"choices": [{"index": 0, "delta": {"role": "assistant"}}]})
+
+
+@functools.lru_cache(maxsize=None)
+def token_chunk(i: int) -> bytes:
+    return encode_chunk({"choices": [{"index": 0, "delta": {"content": f" w{i}"}}]})
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -130,4 +151,8 @@ if __name__ == "__main__":
     parser.add_argument("--gap", type=float, default=0.015)
     parser.add_argument("--slots", type=int, default=None)
     parser.add_argument("--model", default="load-model")
-    asyncio.run(main(parser.parse_args()))
+    try:  # uvloop where installed: the stand-in then leaves more of a shared machine to the client under test
+        from uvloop import run
+    except ImportError:
+        run = asyncio.run
+    run(main(parser.parse_args()))
