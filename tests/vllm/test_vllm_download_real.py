@@ -61,6 +61,7 @@ def test_force_download_of_a_pinned_revision_then_real_vllm_serves_it(real_vllm,
         assert len(summaries) == 1 and f"{len(main)}/{len(main)} files" in summaries[0]
         assert [g.sent for g in hub.downloads("model.safetensors")] == [main["model.safetensors"].stat().st_size]
 
+        asked = len(hub.requests)
         try:
             started = session.start(ref)
             served = httpx.get(f"{started.address}/v1/models", timeout=30).json()["data"]
@@ -70,13 +71,12 @@ def test_force_download_of_a_pinned_revision_then_real_vllm_serves_it(real_vllm,
             assert answer.ok and answer.output_tokens == 5, answer.error
             [record] = session.state.records("vllm", "process")
             assert record.command[record.command.index("--revision") + 1] == "v1"
+            # Jarvis downloaded everything, so vLLM ran offline (HF_HUB_OFFLINE=1): it asked the Hub nothing.
+            assert hub.requests[asked:] == [], hub.requests[asked:]
         finally:
             stopped = session.stop("vllm")
         assert stopped.stopped and session.state.records("vllm") == []
-    # Served from the download: the weights crossed the wire once (vLLM, online under --force-download, only reads the
-    # safetensors header with Range requests), and the summary line was not printed again.
-    weights = main["model.safetensors"].stat().st_size
-    whole, *headers = hub.downloads("model.safetensors")
-    assert whole.range is None and whole.sent == weights
-    assert all(g.range and g.range.startswith("bytes=0-") and g.sent < weights // 4 for g in headers), headers
+    # Served from the download: the weights crossed the wire once, and the summary line was not printed again.
+    [whole] = hub.downloads("model.safetensors")
+    assert whole.range is None and whole.sent == main["model.safetensors"].stat().st_size
     assert len([line for line in out.getvalue().splitlines() if line.startswith(f"vllm: {MODEL}@v1: ")]) == 1

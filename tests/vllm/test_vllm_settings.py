@@ -13,6 +13,7 @@ import jarvis_vllm
 from jarvis_core.config import build_settings
 from jarvis_core.errors import ConfigError
 from jarvis_vllm import docker_runtime, process_runtime
+from jarvis_vllm.hfcache import CacheCheck
 from jarvis_vllm.settings import VllmSettings
 
 from vllm_fixtures import *  # noqa: F401,F403  (fixtures)
@@ -121,10 +122,10 @@ def test_docker_host_from_environment_wins():
 def test_token_is_passed_but_never_shown():
     s = settings({"HF_TOKEN": TOKEN})
     assert s.hf_token == TOKEN and TOKEN not in repr(s)
-    assert s.engine_environment(force_download=False) == {"HF_HUB_OFFLINE": "1", "HF_TOKEN": TOKEN}
-    assert s.engine_environment(force_download=True) == {"HF_TOKEN": TOKEN}
+    assert s.engine_environment(offline=True) == {"HF_HUB_OFFLINE": "1", "HF_TOKEN": TOKEN}
+    assert s.engine_environment(offline=False) == {"HF_TOKEN": TOKEN}
     assert settings({"HUGGING_FACE_HUB_TOKEN": TOKEN}).hf_token == TOKEN
-    assert settings().engine_environment(force_download=False) == {"HF_HUB_OFFLINE": "1"}
+    assert settings().engine_environment(offline=True) == {"HF_HUB_OFFLINE": "1"}
     kwargs = docker_runtime.run_kwargs(_ctx(), s, s.launch("org/m"), None)
     assert kwargs["environment"]["HF_TOKEN"] == TOKEN
     line = shlex.join(docker_runtime.describe_command(s, kwargs))  # as errors show it and the record keeps it
@@ -180,6 +181,23 @@ def test_local_model_folder_is_mounted_read_only(tmp_path: Path):
     kwargs = docker_runtime.run_kwargs(_ctx(), s, s.launch(str(folder)), check)
     assert kwargs["command"][:3] == ["/models/my-model", "--served-model-name", str(folder)]
     assert kwargs["volumes"][str(folder)] == {"bind": "/models/my-model", "mode": "ro"}
+
+
+@pytest.mark.parametrize("force_download, check, offline", [
+    (False, None, True),                                     # nothing may be downloaded
+    (True, CacheCheck(True, "in the cache"), True),          # Jarvis downloaded it: the engine needs no Hub
+    (True, CacheCheck(False, "not in the cache"), False),    # forced and missing here: the engine fetches it
+    (True, None, False),                                     # a remote Docker daemon's cache: vLLM fetches it there
+])
+def test_the_engine_is_offline_unless_it_has_something_to_download(force_download, check, offline, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # the tests' default
+    s = settings({"HF_HUB_CACHE": str(tmp_path / "hub")})
+    ctx = _Ctx()
+    ctx.force_download = force_download
+    env = process_runtime.environment(ctx, s, check)
+    assert (env.get("HF_HUB_OFFLINE") == "1") is offline
+    assert ("HF_HUB_OFFLINE" in docker_runtime.run_kwargs(ctx, s, s.launch("org/m"), check)["environment"]) is offline
 
 
 def test_process_command_and_environment(tmp_path: Path, monkeypatch):

@@ -13,9 +13,17 @@ if TYPE_CHECKING:
 
     from jarvis_core.api import Detection, EngineContext, Parallelism, Record
 
+    from .hfcache import CacheCheck
     from .settings import ModelLaunch, VllmSettings
 
 ENGINE = "vllm"
+
+
+def engine_offline(ctx: EngineContext, check: CacheCheck | None) -> bool:
+    """Whether the engine starts with HF_HUB_OFFLINE=1: always, unless downloads are forced and the model is not known
+    to be complete here (a remote Docker daemon's cache cannot be checked, so vLLM downloads there itself). After
+    Jarvis's own download the engine needs no network, and a Hub that is slow or gone must not hold up its start."""
+    return not ctx.force_download or (check is not None and check.present)
 
 
 def probe_client(base_url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> httpx.Client:

@@ -355,7 +355,7 @@ def run_kwargs(ctx: EngineContext, settings: VllmSettings, launch: ModelLaunch,
         labels=labels(ctx.run_id, launch.model),
         ports={f"{CONTAINER_PORT}/tcp": (settings.host, settings.port)},
         volumes=volumes,
-        environment=settings.engine_environment(force_download=ctx.force_download),
+        environment=settings.engine_environment(offline=common.engine_offline(ctx, check)),
         device_requests=device_requests(settings),
     )
     if settings.ipc_host:

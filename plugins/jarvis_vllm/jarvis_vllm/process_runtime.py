@@ -62,8 +62,9 @@ def command(exe: Path, settings: VllmSettings, launch: ModelLaunch, check: Cache
     return [str(exe), "serve", *launch.serve_args(model_arg), "--host", settings.host, "--port", str(settings.port)]
 
 
-def environment(ctx: EngineContext, settings: VllmSettings) -> dict[str, str]:
-    """The server's environment: Jarvis's own, the engine's variables, and the GPUs it is given. `gpus` is read in
+def environment(ctx: EngineContext, settings: VllmSettings, check: CacheCheck | None = None) -> dict[str, str]:
+    """The server's environment: Jarvis's own, the engine's variables (offline as `common.engine_offline` says for
+    the cache `check`), and the GPUs it is given. `gpus` is read in
     the order this process's CUDA_VISIBLE_DEVICES means (`gpus: [1]` under CUDA_VISIBLE_DEVICES=2,3 gives it GPU 3),
     and CUDA is told to number GPUs as the driver does (CUDA_DEVICE_ORDER=PCI_BUS_ID, unless set), so that the
     engine and Jarvis's memory checks mean the same GPUs."""
@@ -71,7 +72,7 @@ def environment(ctx: EngineContext, settings: VllmSettings) -> dict[str, str]:
 
     env = dict(os.environ)
     env["HF_HUB_CACHE"] = str(settings.resolved_hub_cache())
-    env.update(settings.engine_environment(force_download=ctx.force_download))
+    env.update(settings.engine_environment(offline=common.engine_offline(ctx, check)))
     visible = engine_visible_devices(settings.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
     if visible is not None:
         env["CUDA_VISIBLE_DEVICES"] = visible
@@ -96,7 +97,7 @@ def start(ctx: EngineContext, settings: VllmSettings, launch: ModelLaunch, check
     secrets = settings.secrets()
     log_name = f"vllm-serve-{settings.port}.log"
     log = ctx.state.log_path(log_name)
-    env = environment(ctx, settings)  # before anything starts: a `gpus` entry that is not there is a config error
+    env = environment(ctx, settings, check)  # before anything starts: a `gpus` entry that is not there is a config error
     baseline = used_mib(settings.gpus)  # what the engine's GPUs use before it starts: stop waits until it is back
     with common.probe_client(settings.base_url, headers=settings.auth_headers(launch)) as client:
         # timeout None: the engine's start_timeout where set, else timeouts.start (the core decides)

@@ -263,10 +263,11 @@ class VllmSettings:
         per = self.models.get(model)
         return per.revision if per is not None else None
 
-    def engine_environment(self, *, force_download: bool) -> dict[str, str]:
-        """Variables the engine gets on top of its own: offline unless downloads are forced, the token when set."""
+    def engine_environment(self, *, offline: bool) -> dict[str, str]:
+        """Variables the engine gets on top of its own: HF_HUB_OFFLINE=1 when it has nothing to download (see
+        `common.engine_offline`), the token when set."""
         env = dict(self.environment)
-        if not force_download:
+        if offline:
             env["HF_HUB_OFFLINE"] = "1"
         if self.hf_token:
             env["HF_TOKEN"] = self.hf_token
