@@ -198,8 +198,11 @@ def test_run_records_ttft_to_the_first_token_and_cold_start_apart(campaign, serv
     for sample, rec in zip(timed, streamed):
         emissions = dict((k, t) for k, t in reversed(rec["emissions"]))  # first stamp of each kind
         received, role, token = emissions["received"], emissions["role"], emissions["token"]
-        assert sample["ttft_s"] >= (token - received) / 1e9, "TTFT reaches the first token"
-        assert sample["ttfb_s"] >= (role - received) / 1e9
+        # The client stamps t_send once the body is handed over, and the stand-in (a thread of this process) may
+        # stamp "received" a moment before that: 5 ms of slack, against a role chunk 150 ms before the token.
+        slack = 0.005
+        assert sample["ttft_s"] >= (token - received) / 1e9 - slack, "TTFT reaches the first token"
+        assert sample["ttfb_s"] >= (role - received) / 1e9 - slack
         assert sample["ttfb_s"] < (token - received) / 1e9, "the role chunk ends TTFB, not TTFT"
         assert sample["output_tokens"] == rec["completion_tokens"] and sample["token_source"] == "server"
 
