@@ -88,18 +88,25 @@ def requests_for(profile: LoadProfile = LoadProfile()):
 
 
 def test_closed_loop_reaches_the_known_maximum_throughput(load_server, gen):
-    # Answers of 0.28 s: long enough that a busy CI machine's stalls of a few tens of ms stay within the tolerance
-    # (with 0.14 s answers one such run measured 69 % at 8 in flight), short enough for the quick suite.
+    # Answers of 0.28 s, and a second try of a level that falls short: a shared CI machine now and then stalls one
+    # level (CI measured 69 % and 85 % at 8 in flight on the threaded generator, in runs whose every other level
+    # was on target; never reproduced alone). A generator that cannot keep N in flight falls short both times.
     ttft, tokens, gap = 0.1, 10, 0.02
     url = load_server(ttft=ttft, tokens=tokens, gap=gap)
     per_request = ttft + (tokens - 1) * gap
     for n in (1, 8):
-        run = gen.run(gen.sender(url), requests_for(), Level(concurrency=n), requests=6 * n, duration=None, warmup=n)
-        summary = summarize_level(run, None)
         best = n * tokens / per_request
-        assert summary.requests_ok == 6 * n and summary.requests_error == 0
-        assert summary.window == "steady"
-        assert 0.9 * best <= summary.output_tps <= 1.05 * best, (n, summary.output_tps, best)
+        shares = []
+        for _ in range(2):
+            run = gen.run(gen.sender(url), requests_for(), Level(concurrency=n), requests=6 * n, duration=None,
+                          warmup=n)
+            summary = summarize_level(run, None)
+            assert summary.requests_ok == 6 * n and summary.requests_error == 0
+            assert summary.window == "steady"
+            shares.append(summary.output_tps / best)
+            if shares[-1] >= 0.9:
+                break
+        assert 0.9 <= shares[-1] and max(shares) <= 1.05, (n, shares)
         assert summary.ttft_s["p50"] == pytest.approx(ttft, abs=0.015)
         assert summary.itl_s["p50"] == pytest.approx(gap, abs=0.005)
 
