@@ -56,10 +56,13 @@ def test_two_runs_of_the_same_model_compare_as_same(campaign: Campaign, gguf_dir
     figures = [(c["model"], c["test"], f["figure"], f["verdict"], f["change"], f["interval"])
                for c in data["cells"] for f in c["figures"]]
     not_same = [f for f in figures if f[3] != "same"]
-    assert result.exit_code == 0, f"nothing changed, yet: {not_same}"
+    # "Nearly everything": a real engine on a shared machine may push one or two figures past the noise of 8 samples,
+    # either way (CI once saw a TTFT of a few ms come out 53 % slower); more than that would be the verdict's fault.
+    worse = [f for f in not_same if f[3] == "worse"]
+    assert result.exit_code == (1 if worse else 0), f"exit 1 exactly when something got worse: {not_same}"
     assert data["environment"] == [], "same machine, engine, model and command line (but the output folder)"
-    assert {(c["model"], c["test"], c["verdict"] in ("same", "better")) for c in data["cells"]} == {
-        (m, t, True) for m in MODELS for t in ("capital", "colour", "count")}
+    assert {(c["model"], c["test"]) for c in data["cells"]} == {
+        (m, t) for m in MODELS for t in ("capital", "colour", "count")}
     # streamed: TTFT, E2E, decode rate, output tok/s; not streamed: E2E and output tok/s (no TTFT, no decode rate)
     assert len(figures) == 3 * 4 + 3 * 2, figures
     assert len(not_same) <= 2, f"more than a small fraction of unchanged figures was called a change: {not_same}"
@@ -68,6 +71,6 @@ def test_two_runs_of_the_same_model_compare_as_same(campaign: Campaign, gguf_dir
     assert [f for f in figures if f[5] is None] == [], "8 samples a side is enough for an interval"
 
     text = campaign.run("compare", "a", "b")
-    assert text.exit_code == 0
+    assert text.exit_code == result.exit_code
     assert "Environment: no differences" in text.output
     assert f"{data['counts']['same']} same over 18 figures in 6 cells" in text.output
