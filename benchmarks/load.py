@@ -80,7 +80,7 @@ def _probe(args: argparse.Namespace) -> None:
     import asyncio
 
     from jarvis_core.load import arrival_offsets
-    from jarvis_core.load_async import EARLY_WAKE_S, _runner
+    from jarvis_core.load_async import EARLY_WAKE_S, _runner, spin_until
 
     async def main() -> list[float]:
         clock = time.perf_counter_ns
@@ -90,8 +90,7 @@ def _probe(args: argparse.Namespace) -> None:
             wait = (due - clock()) / 1e9 - EARLY_WAKE_S
             if wait > 0:
                 await asyncio.sleep(wait)
-            while (left := due - clock()) > 0:
-                await asyncio.sleep(left / 1e9 if left > 2_000_000 else 0)
+            await spin_until(due)
             late.append((clock() - due) / 1e9)
         return late
 
@@ -169,8 +168,8 @@ def _measure(*flags: str, floor: tuple[float, int] | None = None) -> dict:
     import psutil
 
     server, url = _server()
+    probe = None
     try:
-        probe = None
         if floor is not None:
             probe = subprocess.Popen([PYTHON, "-m", "benchmarks.load", "--probe", "--rate", str(floor[0]),
                                       "--requests", str(floor[1])], cwd=REPO, stdout=subprocess.PIPE, text=True)
@@ -190,6 +189,9 @@ def _measure(*flags: str, floor: tuple[float, int] | None = None) -> dict:
             found["floor"] = json.loads(probe.communicate(timeout=600)[0].strip().splitlines()[-1])
         return found
     finally:
+        if probe is not None and probe.poll() is None:  # the level failed: the probe is not waited for
+            probe.kill()
+            probe.wait(timeout=30)
         server.stdin.close()
         server.wait(timeout=30)
 

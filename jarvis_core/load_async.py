@@ -130,8 +130,7 @@ class _Level:
 
         async def due(index: int, t_scheduled: int) -> None:
             async with slots:
-                while (left := t_scheduled - clock()) > 0:  # woken early: wait out the rest, then send at once
-                    await asyncio.sleep(left / 1e9 if left > 2_000_000 else 0)
+                await spin_until(t_scheduled)  # woken early: wait out the rest, then send at once
                 await self._one(index, t_scheduled)
 
         tasks: list[asyncio.Task[None]] = []
@@ -149,6 +148,14 @@ class _Level:
         self.samples.sort(key=lambda s: s.index)
         return LevelRun(self.level, self.samples, self.t0, self.wall, self.cpu,
                         cancelled=self.in_flight if self.stop.is_set() else 0)
+
+
+async def spin_until(due: int) -> None:
+    """Return at `due` (a `perf_counter_ns` stamp), not a timer's millisecond later: sleep while more than 2 ms is
+    left, then yield to the loop until it is time."""
+    clock = time.perf_counter_ns
+    while (left := due - clock()) > 0:
+        await asyncio.sleep(left / 1e9 if left > 2_000_000 else 0)
 
 
 async def _gather(aws: list) -> None:

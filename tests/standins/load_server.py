@@ -112,8 +112,8 @@ class LoadStandin:
 
     @staticmethod
     async def drain(writer: asyncio.StreamWriter) -> None:
-        # Waiting on every chunk costs the stand-in a task switch per token, which at hundreds of streams would make
-        # the stand-in, not the client under test, the bottleneck: wait only when the client stops reading.
+        # Waiting on every chunk costs the stand-in a task switch per token, CPU it shares with the client under test
+        # on one machine: wait only when the client stops reading.
         if writer.transport.get_write_buffer_size() > 65536:
             await writer.drain()
 
