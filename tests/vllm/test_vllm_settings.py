@@ -209,7 +209,7 @@ def test_process_command_and_environment(tmp_path: Path, monkeypatch):
     cmd = process_runtime.command(Path("/venv/bin/vllm"), s, s.launch("org/m"), None)
     assert cmd == ["/venv/bin/vllm", "serve", "org/m", "--served-model-name", "org/m", "--gpu-memory-utilization",
                    "0.9", "--host", "127.0.0.1", "--port", "8500"]
-    env = process_runtime.environment(_ctx(), s)
+    env = process_runtime.environment(_ctx(), s, None)
     assert env["HF_HUB_CACHE"] == str(tmp_path / "hub") and env["HF_HUB_OFFLINE"] == "1"
     assert env["CUDA_VISIBLE_DEVICES"] == "1,2" and env["VLLM_CPU_KVCACHE_SPACE"] == "1" and env["HF_TOKEN"] == TOKEN
 

@@ -62,7 +62,7 @@ def command(exe: Path, settings: VllmSettings, launch: ModelLaunch, check: Cache
     return [str(exe), "serve", *launch.serve_args(model_arg), "--host", settings.host, "--port", str(settings.port)]
 
 
-def environment(ctx: EngineContext, settings: VllmSettings, check: CacheCheck | None = None) -> dict[str, str]:
+def environment(ctx: EngineContext, settings: VllmSettings, check: CacheCheck | None) -> dict[str, str]:
     """The server's environment: Jarvis's own, the engine's variables (offline as `common.engine_offline` says for
     the cache `check`), and the GPUs it is given. `gpus` is read in
     the order this process's CUDA_VISIBLE_DEVICES means (`gpus: [1]` under CUDA_VISIBLE_DEVICES=2,3 gives it GPU 3),
