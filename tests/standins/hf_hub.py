@@ -106,6 +106,8 @@ class HubRequest:
     sent: int = 0
     repo: str | None = None
     file: str | None = None  # the repo-relative path of a file request (resolve or CDN)
+    # Set once the handler has finished the request: the client can hold its last byte before `sent` counts it.
+    done: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
 
 class _File:
@@ -255,9 +257,14 @@ class Hub:
         f = self.repos[repo_id].revision(revision)[1][path]  # type: ignore[index]
         return f.size, f.sha256
 
-    def downloads(self, path: str) -> list[HubRequest]:
-        """The GET requests that sent (some of) the content of the file `path`, in order."""
-        return [r for r in self.requests if r.file == path and r.method == "GET" and r.status in (200, 206)]
+    def downloads(self, path: str, *, finished: bool = True) -> list[HubRequest]:
+        """The GET requests that sent (some of) the content of the file `path`, in order. With `finished` (the
+        default) each is waited for until the stand-in has finished answering it, so that `sent` is final: a client
+        can hold the last byte before the handler's thread counts it. Pass False to look at a stalled response."""
+        found = [r for r in self.requests if r.file == path and r.method == "GET" and r.status in (200, 206)]
+        for request in found if finished else ():
+            request.done.wait(timeout=30)
+        return found
 
     # --- faults -----------------------------------------------------------------------------------------------------
 
@@ -354,6 +361,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._hub(method, parts.path, parse_qs(parts.query))
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        finally:
+            self.entry.done.set()
 
     def _hub(self, method: str, path: str, query: dict[str, list[str]]) -> None:
         token = self._token()

@@ -215,7 +215,7 @@ def test_stall_holds_a_response_until_healed(hub):
     reader = threading.Thread(target=lambda: body.append(httpx.get(location, timeout=30).content))
     reader.start()
     assert reached.wait(10)
-    [get] = hub.downloads("model.safetensors")
+    [get] = hub.downloads("model.safetensors", finished=False)
     assert get.sent == 64 * 1024 + 5 and reader.is_alive()
     hub.heal()
     reader.join(10)
