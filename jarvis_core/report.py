@@ -26,8 +26,6 @@ openpyxl is imported inside `write_report` only, so that the command line does n
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import math
 import sys
 from collections import Counter
 from collections.abc import Mapping
@@ -37,6 +35,7 @@ from typing import Any, Iterable, Iterator
 
 from .errors import JarvisError, UsageError
 from .metrics import DEFINITIONS, STAT_FIGURES, STAT_NAMES, Stats
+from .report_cells import COUNT, RATE, SEC3, SEC4, TOKENS, Column, number, plain, yes_no
 from .results import STATUSES, BadLines, SummaryRow, read_results, summarize
 
 #: Statistics shown in Summary per figure (all for TTFT and decode rate; a figure missing here gets DEFAULT_STATS).
@@ -53,6 +52,7 @@ DEFAULT_STATS = ("mean", "p50", "p90", "p99")
 ANSWER_CHARS = 500
 """Answers are cut to this many characters in the Results sheet (the full answer stays in results.jsonl)."""
 REASON_CHARS = 2000
+"""Reasons are cut to this many characters in Summary and Results (the page cuts its wrapped texts there too)."""
 TEXT_CHARS = 32000  # Excel's limit per cell is 32,767 characters
 
 STATUS_MEANINGS: dict[str, str] = {
@@ -87,7 +87,6 @@ PERCENTILE_NOTE = "Percentiles interpolate linearly between closest ranks (numpy
 WARM_NOTE = ("over the cell's warm samples: status ok or failed, the cold sample excluded; errored samples have no "
              "figures")
 
-# Colours (RGB) of status rows, and the header.
 STATUS_STYLES: dict[str, dict[str, Any]] = {
     "missing": {"fill": "FFFF00", "color": "FF0000", "bold": True},
     "error": {"fill": "FFC7CE", "color": "9C0006", "bold": False},
@@ -95,19 +94,9 @@ STATUS_STYLES: dict[str, dict[str, Any]] = {
     "unavailable": {"fill": None, "color": "808080", "bold": False},
     "skipped": {"fill": None, "color": "808080", "bold": False},
 }
+"""Status → its rows' colours (RGB fill, RGB text colour, bold), in the workbook and on the page."""
 HEADER_FILL = "DDEBF7"
-
-SEC3, SEC4, RATE, TOKENS = "0.000", "0.0000", "0.0", "0.0"
-COUNT = None  # integers read well in Excel's General format, and an unstyled cell is cheaper to write
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    unit: str
-    definition: str
-    fmt: str | None = None
-    width: float = 10.0
+"""Fill (RGB) of header rows, in the workbook and on the page."""
 
 
 def _fmt_for(name: str) -> str | None:
@@ -135,24 +124,28 @@ def _stat_column(figure: str, stat: str) -> Column:
     return Column(f"{figure}_{stat}", unit, f"{text} {figure}: {definition}", fmt, max(10.0, len(figure) + 6))
 
 
-_SETUP = Column("setup", "", "The test setup (test_setups.yaml) the row belongs to.", None, 14)
-_MODEL = Column("model", "", "Canonical model ID: engine prefix, name and runtime flags (e.g. ol_qwen2.5:0.5b#stream).",
-                None, 24)
-_TEST = Column("test", "", "Test ID from the setups file.", None, 14)
-_ENGINE = Column("engine", "", "The engine that served the model (the plugin's engine name).", None, 10)
+SETUP_COLUMN = Column("setup", "", "The test setup (test_setups.yaml) the row belongs to.", None, 14)
+"""The setup column of Summary, Results and the side-by-side tables."""
+MODEL_COLUMN = Column("model", "", "Canonical model ID: engine prefix, name and runtime flags (e.g. "
+                                   "ol_qwen2.5:0.5b#stream).", None, 24)
+"""The model column of Summary, Results, Charts and the side-by-side tables."""
+TEST_COLUMN = Column("test", "", "Test ID from the setups file.", None, 14)
+"""The test column of Summary, Results and the side-by-side tables."""
+ENGINE_COLUMN = Column("engine", "", "The engine that served the model (the plugin's engine name).", None, 10)
+"""The engine column of Summary, Results and the side-by-side tables."""
 _STREAM = Column("stream", "", "yes when requests were streamed (SSE), no when not. TTFT and ITL (and so decode "
                                "rate) exist only for streamed requests.", None, 8)
 _TOKEN_SOURCE = Column("token_source", "", "Where output_tokens comes from: server (the engine's count) or estimated "
                                            "(counted content chunks). See Token source below.", None, 12)
 
 SUMMARY_COLUMNS: tuple[Column, ...] = (
-    _SETUP, _MODEL, _TEST,
+    SETUP_COLUMN, MODEL_COLUMN, TEST_COLUMN,
     Column("status", "", "The cell's status: error if any sample errored, else failed if any answer failed its check, "
                          "else ok; cells that did not run keep their own status (missing, unavailable, skipped). "
                          "See Statuses below.", None, 11),
     Column("reason", "", "Why the cell is not ok: the count and first message of errors or failed checks, or why it "
                          "did not run.", None, 40),
-    _ENGINE,
+    ENGINE_COLUMN,
     Column("ok", "samples", "Samples with status ok (the cold sample included).", COUNT, 6),
     Column("failed", "samples", "Samples whose answer did not meet the test's check.", COUNT, 7),
     Column("error", "samples", "Samples whose request or engine failed.", COUNT, 7),
@@ -165,9 +158,10 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("load_s", "s", "The engine's own model-load time at the cold start (Ollama load_duration), from the warmup "
                           "request or else the cold sample.", SEC3, 9),
 ) + tuple(_stat_column(figure, stat) for figure in STAT_FIGURES for stat in SUMMARY_STATS.get(figure, DEFAULT_STATS))
+"""The columns of Summary (summary.csv, the page's Summary), in the order of `summary_values`."""
 
 RESULTS_COLUMNS: tuple[Column, ...] = (
-    _SETUP, _MODEL, _TEST,
+    SETUP_COLUMN, MODEL_COLUMN, TEST_COLUMN,
     Column("repetition", "", "The repetition this timed sample belongs to; blank for a cell that did not run.",
            COUNT, 10),
     Column("cold", "", "yes for the cold sample, the first request after the model loaded (when warmup is 0); its "
@@ -179,19 +173,20 @@ RESULTS_COLUMNS: tuple[Column, ...] = (
     _figure("ttfb_s"), _figure("ttft_s"), _figure("e2e_s"), _figure("itl_s"), _figure("decode_tps", 11),
     _figure("overall_tps", 11), _figure("output_tokens", 13), _TOKEN_SOURCE, _figure("prompt_tokens", 13),
     _figure("server_decode_tps", 17), _figure("load_s"),
-    _ENGINE,
+    ENGINE_COLUMN,
     Column("engine_model", "", "The model's name as the engine knows it (e.g. an Ollama tag or a Hugging Face "
                                "repository).", None, 20),
     Column("answer", "", f"The model's answer, cut to its first {ANSWER_CHARS} characters (… marks a cut; "
                          "results.jsonl keeps it whole).", None, 50),
     Column("time", "", "When the sample was recorded (as written in results.jsonl).", None, 20),
 )
+"""The columns of Results (results.csv), in the order of `result_values`."""
 
 _RESULTS_FIGURES = tuple(c.name for c in RESULTS_COLUMNS[RESULTS_COLUMNS.index(_STREAM) + 1:
-                                                      RESULTS_COLUMNS.index(_ENGINE)])
+                                                      RESULTS_COLUMNS.index(ENGINE_COLUMN)])
 
 CHART_COLUMNS: tuple[Column, ...] = (
-    _MODEL,
+    MODEL_COLUMN,
     Column("cells", "cells", "Setup × test cells of the model that have warm samples.", COUNT, 7),
     Column("ttft_s_mean", "s", "Mean TTFT over all warm streamed samples of the model (pooled over its cells). "
                                + DEFINITIONS["ttft_s"][1], SEC3, 12),
@@ -215,34 +210,6 @@ _SUMMARY_DROP = ("answer", "server", "engine_model", "time", "messages", "prompt
 # ---------------------------------------------------------------------------------------------------------- values
 
 
-def _number(value: Any) -> float | int | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _yes_no(value: Any) -> str | None:
-    if value is None:
-        return None
-    return "yes" if value else "no"
-
-
-def _plain(value: Any) -> Any:
-    """A value Excel can hold: numbers and text as they are, anything else as text."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return _yes_no(value)
-    if isinstance(value, (int, float)):
-        return _number(value)
-    if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float)) for v in value):
-        return " ".join(str(v) for v in value) if all(isinstance(v, str) for v in value) else \
-            ", ".join(str(v) for v in value)
-    return json.dumps(value, ensure_ascii=False, default=str)
-
-
 def _cut(value: str, limit: int) -> str:
     """The text cut to `limit` characters, … marking the cut."""
     return value[: limit - 1] + "…" if len(value) > limit else value
@@ -261,7 +228,7 @@ def _flatten(prefix: str, value: Any, out: list[tuple[str, Any]]) -> None:
             _flatten(f"{prefix}.{key}" if prefix else str(key), item, out)
     else:
         iso = _epoch(value) if any(w in prefix.lower() for w in ("time", "start", "end", "_at")) else None
-        out.append((prefix, f"{iso} (Unix {value})" if iso else _plain(value)))
+        out.append((prefix, f"{iso} (Unix {value})" if iso else plain(value)))
 
 
 def _pooled_mean(stats: Iterable[Stats | None]) -> tuple[float | None, int]:
@@ -276,8 +243,10 @@ def _pooled_mean(stats: Iterable[Stats | None]) -> tuple[float | None, int]:
 # ---------------------------------------------------------------------------------------------------------- writer
 
 
-class _Book:
-    """A write-only workbook with cached styles; openpyxl is imported here, not at module import."""
+class Book:
+    """The workbook being written: write-only, with cached styles; openpyxl is imported here, not at module import.
+
+    The sheet writers take it as `book`; report_html's recorder stands in for it with the same methods."""
 
     def __init__(self) -> None:
         import openpyxl
@@ -368,7 +337,10 @@ def _filter(ws, columns: tuple[Column, ...], rows: int) -> None:
 
 
 @dataclass
-class _Scan:
+class Scan:
+    """What the first pass over results.jsonl gathers (`scan_results`): the summary rows, the run, engine and end
+    records, the sample counts, and the labelled models and load levels."""
+
     rows: list[SummaryRow]
     run: dict[str, Any] | None
     engines: list[dict[str, Any]]
@@ -408,9 +380,10 @@ class _Slim(Mapping):
         return len(self._layout)
 
 
-def _scan(results_path: Path, bad: BadLines | None = None) -> _Scan:
-    """First pass: the summary rows, plus the run, engine and end records and sample counts."""
-    scan = _Scan([], None, [], None, 0, Counter())
+def scan_results(results_path: Path, bad: BadLines | None = None) -> Scan:
+    """First pass over results.jsonl: the summary rows, plus the run, engine and end records and sample counts; lines
+    that cannot be read are skipped and noted in `bad`."""
+    scan = Scan([], None, [], None, 0, Counter())
     layouts: dict[tuple[str, ...], dict[str, int]] = {}
     intern = sys.intern
 
@@ -443,18 +416,19 @@ def _scan(results_path: Path, bad: BadLines | None = None) -> _Scan:
     return scan
 
 
-def _summary_values(row: SummaryRow) -> list[Any]:
+def summary_values(row: SummaryRow) -> list[Any]:
+    """A summary row as a Summary row, in the order of SUMMARY_COLUMNS (the workbook, the CSV and the page show it)."""
     counts = [s.count for s in row.stats.values() if s is not None]
     values: list[Any] = [
         row.setup, row.model, row.test, row.status, _cut(row.reason, REASON_CHARS) if row.reason else None,
-        row.engine, row.ok, row.failed, row.error, row.skipped, max(counts) if counts else 0, _yes_no(row.stream),
+        row.engine, row.ok, row.failed, row.error, row.skipped, max(counts) if counts else 0, yes_no(row.stream),
         row.token_source,
-        _number(row.cold_start_s), _number(row.load_s),
+        number(row.cold_start_s), number(row.load_s),
     ]
     for figure in STAT_FIGURES:
         stats = row.stats.get(figure)
         for stat in SUMMARY_STATS.get(figure, DEFAULT_STATS):
-            values.append(_number(getattr(stats, stat)) if stats is not None else None)
+            values.append(number(getattr(stats, stat)) if stats is not None else None)
     return values
 
 
@@ -463,8 +437,8 @@ def _width(values: Iterable[Any], floor: float, cap: float = 60) -> float:
     return min(max(floor, longest + 2), cap)
 
 
-def _write_summary(book: _Book, scan: _Scan, results_path: Path) -> dict[str, float]:
-    table = [(_summary_values(row), row.status) for row in scan.rows]
+def _write_summary(book: Book, scan: Scan, results_path: Path) -> dict[str, float]:
+    table = [(summary_values(row), row.status) for row in scan.rows]
     widths = {c.name: _width((v[i] for v, _ in table), c.width, 60 if c.name != "reason" else 50)
               for i, c in enumerate(SUMMARY_COLUMNS) if c.fmt is None}
     ws = book.sheet("Summary", SUMMARY_COLUMNS, freeze="D2", widths=widths)
@@ -477,7 +451,7 @@ def _write_summary(book: _Book, scan: _Scan, results_path: Path) -> dict[str, fl
     return widths
 
 
-def _write_charts(book: _Book, scan: _Scan) -> None:
+def _write_charts(book: Book, scan: Scan) -> None:
     from openpyxl.chart import BarChart, Reference
 
     models: dict[str, list[SummaryRow]] = {}
@@ -518,7 +492,7 @@ def _write_charts(book: _Book, scan: _Scan) -> None:
         ws.add_chart(chart, anchor)
 
 
-def _write_results(book: _Book, results_path: Path, widths: dict[str, float]) -> None:
+def _write_results(book: Book, results_path: Path, widths: dict[str, float]) -> None:
     ws = book.sheet("Results", RESULTS_COLUMNS, freeze="D2", widths={k: widths[k] for k in ("setup", "model", "test")
                                                                       if k in widths})
     book.header(ws, RESULTS_COLUMNS)
@@ -527,32 +501,32 @@ def _write_results(book: _Book, results_path: Path, widths: dict[str, float]) ->
         if record.get("type") != "sample":
             continue
         count += 1
-        book.row(ws, RESULTS_COLUMNS, _result_values(record), record.get("status"))
+        book.row(ws, RESULTS_COLUMNS, result_values(record), record.get("status"))
     _filter(ws, RESULTS_COLUMNS, count)
 
 
-def _result_values(record: dict[str, Any]) -> list[Any]:
+def result_values(record: dict[str, Any]) -> list[Any]:
     """A sample record as a Results row, in the order of RESULTS_COLUMNS (the workbook and the CSV both write it)."""
     answer = record.get("answer")
     reason = record.get("reason")
     status = record.get("status")
     time = record.get("time")
     values: list[Any] = [
-        _plain(record.get("setup")), _plain(record.get("model")), _plain(record.get("test")),
-        _number(record.get("repetition")), _yes_no(record.get("cold")) if status not in _NOT_RUN else None,
-        _plain(status), _cut(str(reason), REASON_CHARS) if reason else None, _yes_no(record.get("stream")),
+        plain(record.get("setup")), plain(record.get("model")), plain(record.get("test")),
+        number(record.get("repetition")), yes_no(record.get("cold")) if status not in _NOT_RUN else None,
+        plain(status), _cut(str(reason), REASON_CHARS) if reason else None, yes_no(record.get("stream")),
     ]
     for name in _RESULTS_FIGURES:
-        values.append(_plain(record.get(name)) if name == "token_source" else _number(record.get(name)))
+        values.append(plain(record.get(name)) if name == "token_source" else number(record.get(name)))
     values += [
-        _plain(record.get("engine")), _plain(record.get("engine_model")),
-        _cut(answer if isinstance(answer, str) else str(_plain(answer)), ANSWER_CHARS) if answer else None,
+        plain(record.get("engine")), plain(record.get("engine_model")),
+        _cut(answer if isinstance(answer, str) else str(plain(answer)), ANSWER_CHARS) if answer else None,
         (_epoch(time) or str(time)) if time is not None else None,
     ]
     return values
 
 
-def _write_side_by_side(book: _Book, pairs: list[Any]) -> list[tuple[str, tuple[Column, ...]]]:
+def write_side_by_side(book: Book, pairs: list[Any]) -> list[tuple[str, tuple[Column, ...]]]:
     """The engine-against-engine sheets (models sharing a `label:`), when the run has such models; returns the
     sheets written and their columns (for Definitions)."""
     from openpyxl.utils import get_column_letter
@@ -583,7 +557,8 @@ SIDE_BY_SIDE_NOTE = (
     "below 1 means smaller: faster for TTFT, E2E and ITL, slower for rates.")
 
 
-def _write_environment(book: _Book, scan: _Scan, results_path: Path) -> None:
+def write_environment(book: Book, scan: Scan, results_path: Path) -> None:
+    """The Environment sheet: the report's own counts, the run record, the engines and the end record."""
     ws = book.sheet("Environment", ENV_COLUMNS)
     book.header(ws, ENV_COLUMNS)
     items: list[tuple[str, Any]] = [
@@ -603,7 +578,7 @@ def _write_environment(book: _Book, scan: _Scan, results_path: Path) -> None:
     for record in scan.engines:
         name = record.get("name") or record.get("engine") or "engine"
         rest = {k: v for k, v in record.items() if k not in ("type", "name")}
-        value = "; ".join(f"{k}={_plain(v)}" for k, v in rest.items())
+        value = "; ".join(f"{k}={plain(v)}" for k, v in rest.items())
         if (name, value) not in seen:
             seen.add((name, value))
             items.append((f"engines.{name}", value))
@@ -612,14 +587,16 @@ def _write_environment(book: _Book, scan: _Scan, results_path: Path) -> None:
         items.append(("interrupted", "unknown (no end record)"))
     else:
         end = {k: v for k, v in scan.end.items() if k != "type"}
-        items.append(("interrupted", _yes_no(bool(end.pop("interrupted", False)))))
+        items.append(("interrupted", yes_no(bool(end.pop("interrupted", False)))))
         _flatten("end", end, items)
     for key, value in items:
         book.row(ws, ENV_COLUMNS, [key, value], None)
 
 
-def _write_definitions(book: _Book, load_columns: tuple[Column, ...] | None = None,
-                       side: Iterable[tuple[str, tuple[Column, ...]]] = ()) -> None:
+def write_definitions(book: Book, load_columns: tuple[Column, ...] | None = None,
+                      side: Iterable[tuple[str, tuple[Column, ...]]] = ()) -> None:
+    """The Definitions sheet: every column of the sheets written (the Load sheet's and the side-by-side sheets' when
+    given), then the statuses, token sources, statistics and other terms."""
     columns = (
         Column("sheet", "", "", None, 12), Column("column", "", "", None, 20), Column("unit", "", "", None, 10),
         Column("definition", "", "", None, 120),
@@ -667,7 +644,7 @@ def _write_definitions(book: _Book, load_columns: tuple[Column, ...] | None = No
 # ---------------------------------------------------------------------------------------------------------- entry
 
 
-def _discard(book: _Book, tmp: Path) -> None:
+def _discard(book: Book, tmp: Path) -> None:
     """After a failed save: close the write-only sheets' row writers now (else each complains on the way out,
     "Exception ignored in ..."), and remove the half-written file."""
     for ws in book.wb.worksheets:
@@ -706,17 +683,17 @@ def write_report(results_path: Path, out_path: Path, bad: BadLines | None = None
                          f"(the results in {results_path} are safe).") from None
     from .report_tables import pairs_from, series_names
 
-    scan = _scan(results_path, bad)
+    scan = scan_results(results_path, bad)
     pairs = pairs_from(scan.rows, scan.labelled_levels, list(scan.order))
-    book = _Book()
+    book = Book()
     try:
         widths = _write_summary(book, scan, results_path)
-        side = _write_side_by_side(book, pairs)
+        side = write_side_by_side(book, pairs)
         _write_charts(book, scan)
         _write_results(book, results_path, widths)
         load_columns = write_load_sheet(book, results_path, names=series_names(pairs), order=list(scan.order))
-        _write_environment(book, scan, results_path)
-        _write_definitions(book, load_columns, side)
+        write_environment(book, scan, results_path)
+        write_definitions(book, load_columns, side)
         book.save(tmp)
     except KeyboardInterrupt:
         _discard(book, tmp)  # Ctrl-C while building or saving: no half-written workbook, no noise on the way out

@@ -7,8 +7,8 @@
 - `side_by_side.csv`, `side_by_side_load.csv`: the engine-against-engine sheets, when models share a `label:`;
 - `definitions.csv`: every column of those files with its unit and definition (the Definitions sheet's).
 
-The columns are the workbook's (the same `Column` tuples, the same row values: `report._summary_values`,
-`report._result_values`, `report_load._values`, `report_tables.side_table`), so names and units match the workbook.
+The columns are the workbook's (the same `Column` tuples, the same row values: `report.summary_values`,
+`report.result_values`, `report_load.load_values`, `report_tables.side_table`), so names and units match the workbook.
 UTF-8 without a byte-order mark, RFC 4180 quoting (the csv module: a field holding a comma, a quote or a line break is
 quoted, quotes doubled), CRLF line ends, numbers as Python writes them (full precision, `.` decimal), empty for null,
 yes/no for booleans. Text is written as it is: a spreadsheet that treats a cell starting with `=` as a formula should
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import UsageError
-from .report import Column
+from .report_cells import Column
 from .results import BadLines, read_results
 
 
@@ -61,15 +61,15 @@ def _check_folder(out_dir: Path, results_path: Path) -> None:
 def write_csv(results_path: Path, out_dir: Path, bad: BadLines | None = None) -> list[Path]:
     """Write the workbook's tables as CSV files into `out_dir` (created if need be); returns the files written.
     Lines of the results file that cannot be read are skipped and noted in `bad`."""
-    from .report import RESULTS_COLUMNS, SUMMARY_COLUMNS, _result_values, _scan, _summary_values
-    from .report_load import _columns, _values, load_rows
+    from .report import RESULTS_COLUMNS, SUMMARY_COLUMNS, result_values, scan_results, summary_values
+    from .report_load import load_columns, load_rows, load_values
     from .report_tables import SIDE_COLUMNS, SIDE_LOAD_COLUMNS, pairs_from, side_load_table, side_table
 
     results_path, out_dir = Path(results_path), Path(out_dir)
     if not results_path.is_file():
         raise UsageError(f"no results file at {results_path}: give the results.jsonl a run wrote")
     _check_folder(out_dir, results_path)
-    scan = _scan(results_path, bad)
+    scan = scan_results(results_path, bad)
     pairs = pairs_from(scan.rows, scan.labelled_levels, list(scan.order))
     written: list[tuple[str, tuple[Column, ...]]] = []
 
@@ -78,13 +78,13 @@ def write_csv(results_path: Path, out_dir: Path, bad: BadLines | None = None) ->
         written.append((name, columns))
 
     try:
-        emit("summary.csv", SUMMARY_COLUMNS, (_summary_values(row) for row in scan.rows))
-        emit("results.csv", RESULTS_COLUMNS, (_result_values(r) for r in read_results(results_path)
+        emit("summary.csv", SUMMARY_COLUMNS, (summary_values(row) for row in scan.rows))
+        emit("results.csv", RESULTS_COLUMNS, (result_values(r) for r in read_results(results_path)
                                               if r.get("type") == "sample"))
         levels, _ = load_rows(results_path)
         if levels:
-            load_columns = _columns()
-            emit("load.csv", load_columns, (_values(r, load_columns) for r in levels))
+            level_columns = load_columns()
+            emit("load.csv", level_columns, (load_values(r, level_columns) for r in levels))
         tests, loads = side_table(pairs), side_load_table(pairs)
         if tests:
             emit("side_by_side.csv", SIDE_COLUMNS, tests)
@@ -92,11 +92,17 @@ def write_csv(results_path: Path, out_dir: Path, bad: BadLines | None = None) ->
             emit("side_by_side_load.csv", SIDE_LOAD_COLUMNS, loads)
         _write(out_dir / "definitions.csv", _DEFINITION_COLUMNS,
                ([name, c.name, c.unit, c.definition] for name, columns in written for c in columns))
+        for name in _ONLY_WHEN_THERE:  # an earlier export's table this run does not have would read as this run's
+            if name not in {n for n, _ in written}:
+                (out_dir / name).unlink(missing_ok=True)
     except OSError as exc:
         raise UsageError(f"Cannot write CSV files to {out_dir}: {exc.strerror or exc}; give another folder (the "
                          f"results in {results_path} are safe).") from None
     return [out_dir / name for name, _ in written] + [out_dir / "definitions.csv"]
 
+
+_ONLY_WHEN_THERE = ("load.csv", "side_by_side.csv", "side_by_side_load.csv")
+"""The files written only when the run has such rows (load levels, labelled models)."""
 
 _DEFINITION_COLUMNS = (
     Column("file", "", "The CSV file."), Column("column", "", "A column of that file."),

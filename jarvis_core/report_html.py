@@ -334,7 +334,7 @@ class _Sheet(list):
 
 
 class _Recorder:
-    """Stands in for report.py's workbook (`_Book`) in the calls its Environment, Side by side and Definitions writers
+    """Stands in for report.py's workbook (`Book`) in the calls its Environment, Side by side and Definitions writers
     make, so the page shows the workbook's own rows and texts (imported, never copied)."""
 
     HEADER = "header"
@@ -371,14 +371,14 @@ class _Recorder:
 
 class _Page:
     def __init__(self, results_path: Path, bad: BadLines | None) -> None:
-        from .report import _scan
+        from .report import scan_results
         from .report_load import load_rows
         from .report_tables import pairs_from, series_names
 
         self.results_path = results_path
         self.bad = bad if bad is not None else BadLines()
         before = len(self.bad)
-        self.scan = _scan(results_path, self.bad)
+        self.scan = scan_results(results_path, self.bad)
         self.skipped = BadLines(self.bad[before:])
         self.levels, self.capacities = load_rows(results_path)
         # engine against engine: the workbook's own comparison (report_tables), models in the order of the file
@@ -455,7 +455,7 @@ class _Page:
 
     @staticmethod
     def _table(columns: Iterable[Any], rows: Iterable[tuple[list[Any], str | None]], cls: str = "") -> str:
-        """A table of report.py Columns (name, unit, definition as the header's tooltip, number format)."""
+        """A table of `Column`s (report_cells: name, unit, definition as the header's tooltip, number format)."""
         from .report import REASON_CHARS
 
         columns = tuple(columns)
@@ -484,11 +484,11 @@ class _Page:
                 + "\n".join(lines) + "\n</tbody></table></div>")
 
     def _summary(self) -> str:
-        from .report import SUMMARY_COLUMNS, _summary_values
+        from .report import SUMMARY_COLUMNS, summary_values
 
         if not self.scan.rows:
             return f"<p>No samples in {_e(self.results_path.name)}: the run recorded nothing yet.</p>"
-        table = [(_summary_values(row), row.status) for row in self.scan.rows]
+        table = [(summary_values(row), row.status) for row in self.scan.rows]
         names = [c.name for c in SUMMARY_COLUMNS]
         keep = [names.index(n) for n in KEY_SUMMARY_COLUMNS if n in names]
         key_columns = [SUMMARY_COLUMNS[i] for i in keep]
@@ -587,7 +587,7 @@ class _Page:
     # --- load ------------------------------------------------------------------------------------------------------
 
     def _load(self) -> str:
-        from .report_load import _columns, _values
+        from .report_load import load_columns, load_values
 
         out = ["<p>Each level's figures are over its measured window (warm-up requests excluded); see Definitions, "
                "Under load. Models sharing a label are next to each other in the legend, the second one dashed.</p>"]
@@ -599,9 +599,9 @@ class _Page:
         keys = [(str(r.get("setup")), str(r.get("model"))) for r in self.levels]
         charts = self._load_charts(keys, "")
         out += charts or ["<p>No level served requests: nothing to chart.</p>"]
-        columns = _columns()
+        columns = load_columns()
         out.append("<h3>Levels</h3>")
-        out.append(self._table(columns, [(_values(r, columns), r.get("status")) for r in self.levels], "load"))
+        out.append(self._table(columns, [(load_values(r, columns), r.get("status")) for r in self.levels], "load"))
         return "\n".join(out)
 
     # --- engine against engine -------------------------------------------------------------------------------------
@@ -666,12 +666,12 @@ class _Page:
     # --- workbook sheets -------------------------------------------------------------------------------------------
 
     def _definitions(self) -> str:
-        from .report import _write_definitions, _write_side_by_side
-        from .report_load import _columns
+        from .report import write_definitions, write_side_by_side
+        from .report_load import load_columns
 
         book = _Recorder()
-        side = _write_side_by_side(book, self.pairs) if self.pairs else []  # type: ignore[arg-type]
-        _write_definitions(book, _columns() if self.levels else None, side)  # type: ignore[arg-type]
+        side = write_side_by_side(book, self.pairs) if self.pairs else []  # type: ignore[arg-type]
+        write_definitions(book, load_columns() if self.levels else None, side)  # type: ignore[arg-type]
         rows = [_Recorder.cells(r) for r in book.sheets.get("Definitions", [])][1:]  # its header row dropped
         out = ["<p>Every column, status and term, as the workbook's Definitions sheet.</p>"]
         by_sheet: dict[str, list[list[_Cell]]] = defaultdict(list)
@@ -705,10 +705,10 @@ class _Page:
         return "\n".join(out)
 
     def _environment(self) -> str:
-        from .report import _write_environment
+        from .report import write_environment
 
         book = _Recorder()
-        _write_environment(book, self.scan, self.results_path)  # type: ignore[arg-type]
+        write_environment(book, self.scan, self.results_path)  # type: ignore[arg-type]
         rows = [_Recorder.cells(r) for r in book.sheets.get("Environment", [])][1:]
         return ("<p>The run record (versions, host, GPU, flags, command line), the engines and the end record, as "
                 "the workbook's Environment sheet.</p>\n"

@@ -8,10 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
+from .report_cells import RATE, SEC3, Column, number, plain
 from .results import read_results
 
 if TYPE_CHECKING:
-    from .report import Column, _Book
+    from .report import Book
 
 LOAD_TERMS: tuple[tuple[str, str], ...] = (
     ("closed loop", "concurrency N: N requests always in flight; a new one is sent the moment one ends."),
@@ -34,10 +35,11 @@ LOAD_TERMS: tuple[tuple[str, str], ...] = (
                       "80 % the level is flagged (the client may be the bottleneck); so is an open-loop level whose "
                       "achieved rate fell below 95 % of the schedule."),
 )
+"""The load terms and their meanings (the workbook's Definitions, section Under load, and the page's)."""
 
 
-def _columns() -> tuple[Column, ...]:
-    from .report import RATE, SEC3, Column
+def load_columns() -> tuple[Column, ...]:
+    """The columns of the Load sheet (load.csv, the page's Levels table), one row per `load_level` record."""
 
     def pct(figure: str, meaning: str) -> list[Column]:
         return [Column(f"{figure}_{p}", "s", f"{p} of {meaning} over the level's successful measured requests.",
@@ -90,9 +92,8 @@ def load_rows(results_path: Path) -> tuple[list[dict[str, Any]], list[dict[str, 
     return levels, capacities
 
 
-def _values(record: dict[str, Any], columns: Iterable[Column]) -> list[Any]:
-    from .report import _number, _plain
-
+def load_values(record: dict[str, Any], columns: Iterable[Column]) -> list[Any]:
+    """A `load_level` record as a row of `columns` (all or some of `load_columns`), as the Load sheet shows it."""
     out: list[Any] = []
     for c in columns:
         name = c.name
@@ -106,34 +107,33 @@ def _values(record: dict[str, Any], columns: Iterable[Column]) -> list[Any]:
                        if p else None)
         elif name[-4:] in ("_p50", "_p90", "_p99"):  # ttft_p90 is record["ttft_s"]["p90"]
             figure, stat = name[:-4], name[-3:]
-            out.append(_number((record.get(figure + "_s") or {}).get(stat)))
+            out.append(number((record.get(figure + "_s") or {}).get(stat)))
         elif name in ("setup", "model", "engine", "window"):
-            out.append(_plain(record.get(name)))
+            out.append(plain(record.get(name)))
         else:
-            out.append(_number(record.get(name)))
+            out.append(number(record.get(name)))
     return out
 
 
-def write_load_sheet(book: _Book, results_path: Path, names: Mapping[tuple[str, str], str] | None = None,
+def write_load_sheet(book: Book, results_path: Path, names: Mapping[tuple[str, str], str] | None = None,
                      order: Sequence[tuple[str, str]] | None = None) -> tuple[Column, ...] | None:
     """The Load sheet, when the run has load levels; returns its columns (for Definitions), else None. `names`
     ((setup, model) → name, `report_tables.series_names`) names the chart series of models compared under a label,
     and `order` ((setup, model) pairs) orders those series within their label."""
-    from .report import _plain
     levels, capacities = load_rows(results_path)
     if not levels:
         return None
-    columns = _columns()
+    columns = load_columns()
     ws = book.sheet("Load", columns, freeze="D2")
     book.header(ws, columns)
     for record in levels:
         status = record.get("status")
-        book.row(ws, columns, _values(record, columns), status)
+        book.row(ws, columns, load_values(record, columns), status)
     if capacities:
         ws.append([])
         for cap in capacities:
             for line in cap.get("lines") or []:  # "capacity: 4 users at once with 90% of requests within ..."
-                ws.append([_plain(cap.get("setup")), _plain(cap.get("model")), _plain(cap.get("engine")),
+                ws.append([plain(cap.get("setup")), plain(cap.get("model")), plain(cap.get("engine")),
                            book.text(str(line))])
     _charts(ws, levels, columns, names or {}, order or ())
     return columns

@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from .report import _ENGINE, _MODEL, _SETUP, _TEST, SUMMARY_COLUMNS, Column, _number
-from .report_load import _columns as _load_columns
-from .report_load import _values as _load_values
+from .report import ENGINE_COLUMN, MODEL_COLUMN, SETUP_COLUMN, SUMMARY_COLUMNS, TEST_COLUMN
+from .report_cells import Column, number
+from .report_load import load_columns, load_values
 from .results import STATUSES, Status, SummaryRow, summarize
 
 #: The Summary's figures compared per test: the column names of Summary (warm samples), and the pass rate.
@@ -170,7 +170,7 @@ def cell_figures(row: SummaryRow) -> dict[str, float | None]:
     for name in TEST_FIGURES[:-1]:
         figure, stat = name.rsplit("_", 1)
         stats = row.stats.get(figure)
-        values[name] = _number(getattr(stats, stat)) if stats is not None else None
+        values[name] = number(getattr(stats, stat)) if stats is not None else None
     timed = row.ok + row.failed + row.error
     values["pass_rate"] = row.ok / timed if timed else None
     return values
@@ -194,8 +194,8 @@ def _test_rows(label: str, members: list[Member], index: dict[tuple[str, str], M
 
 def level_figures(record: Mapping[str, Any]) -> dict[str, float | None]:
     """The compared figures of one `load_level` record, as the Load sheet shows them."""
-    columns = [c for c in _load_columns() if c.name in LOAD_FIGURES]
-    return dict(zip((c.name for c in columns), _load_values(dict(record), columns)))
+    columns = [c for c in load_columns() if c.name in LOAD_FIGURES]
+    return dict(zip((c.name for c in columns), load_values(dict(record), columns)))
 
 
 def _level_rows(label: str, members: list[Member], index: dict[tuple[str, str], Member],
@@ -205,7 +205,7 @@ def _level_rows(label: str, members: list[Member], index: dict[tuple[str, str], 
         key = (str(record.get("setup")), str(record.get("model")))
         if key not in index:
             continue
-        level = (_number(record.get("concurrency")), _number(record.get("rate")))
+        level = (number(record.get("concurrency")), number(record.get("rate")))
         held = cells.setdefault(level, {}).get(key)
         if held is None or not (record.get("status") and not held.get("status")):  # a measured level beats a failed one
             cells[level][key] = record
@@ -253,14 +253,14 @@ def _figure_columns(figures: Iterable[Column]) -> tuple[Column, ...]:
 
 
 SIDE_COLUMNS: tuple[Column, ...] = (
-    _LABEL, _TEST, _NAME, _SETUP, _MODEL, _ENGINE,
+    _LABEL, TEST_COLUMN, _NAME, SETUP_COLUMN, MODEL_COLUMN, ENGINE_COLUMN,
     Column("status", "", "The cell's status, as in Summary.", None, 11),
     *_figure_columns(_by_name(SUMMARY_COLUMNS, TEST_FIGURES[:-1]) + [_PASS_RATE]),
     _VERSUS,
 )
 """The columns of the side-by-side comparison of tests (workbook sheet "Side by side", side_by_side.csv)."""
 
-_LOAD = _load_columns()
+_LOAD = load_columns()
 SIDE_LOAD_COLUMNS: tuple[Column, ...] = (
     _LABEL, *_by_name(_LOAD, ("concurrency", "rate")), _NAME, *_by_name(_LOAD, ("setup", "model", "engine", "status")),
     *_figure_columns(_by_name(_LOAD, LOAD_FIGURES)),

@@ -295,10 +295,10 @@ def test_environment(report) -> None:
 
 def test_slimmed_summary_matches_the_full_one(tmp_path: Path) -> None:
     """The report drops answers and server figures before summarizing; the summary must not change."""
-    from jarvis_core.report import _scan
+    from jarvis_core.report import scan_results
 
     results = write_jsonl(tmp_path / "results.jsonl", campaign())
-    assert _scan(results).rows == summarize(read_results(results))
+    assert scan_results(results).rows == summarize(read_results(results))
 
 
 def test_empty_results_file(tmp_path: Path) -> None:

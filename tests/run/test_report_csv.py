@@ -15,7 +15,7 @@ import pytest
 from jarvis_core.errors import UsageError
 from jarvis_core.report import RESULTS_COLUMNS, SUMMARY_COLUMNS, write_report
 from jarvis_core.report_csv import write_csv
-from jarvis_core.report_load import _columns as load_columns
+from jarvis_core.report_load import load_columns
 from jarvis_core.report_tables import SIDE_COLUMNS, SIDE_LOAD_COLUMNS
 from jarvis_core.results import BadLines
 
@@ -187,6 +187,15 @@ def test_without_load_levels_or_labels_only_the_tables_the_run_has(tmp_path: Pat
     paths = write_csv(results, tmp_path / "csv")
     assert [p.name for p in paths] == ["summary.csv", "results.csv", "definitions.csv"]
     assert {r[0] for r in read(tmp_path / "csv" / "definitions.csv")[1:]} == {"summary.csv", "results.csv"}
+
+
+def test_exporting_again_into_the_same_folder_leaves_no_table_of_the_earlier_run(tmp_path: Path) -> None:
+    out = tmp_path / "csv"
+    write_csv(write(tmp_path / "a.jsonl", run_records()), out)
+    (out / "mine.csv").write_text("a user's own file\n", encoding="utf-8")
+    paths = write_csv(write(tmp_path / "b.jsonl", run_records(with_load=False, labels=False)), out)
+    assert sorted(p.name for p in out.iterdir()) == sorted([p.name for p in paths] + ["mine.csv"])
+    assert (out / "mine.csv").read_text(encoding="utf-8") == "a user's own file\n"
 
 
 def test_an_empty_results_file_gives_headers_only(tmp_path: Path) -> None:
