@@ -4,11 +4,13 @@ client's cost per chunk low), instead of one thread per request. Engines opt in 
 Sessions are per event loop and address: `session_for(address)` inside a load level, `close_sessions()` when the
 level's loop ends. Stamps follow docs/metrics.md as in `openai_api.chat`: `t_send` when the request body is handed to
 the connection, a read's arrival stamp taken before any parsing.
+
+asyncio and aiohttp are imported inside the functions: every plugin imports this module (through `jarvis_core.api`)
+when it loads, and `jarvis --help` loads the plugins.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import TYPE_CHECKING, Any, Callable, Protocol
@@ -18,6 +20,8 @@ from .http import MAX_CONNECTIONS, error_message
 from .openai_api import SseReader, chat_body, parse_whole
 
 if TYPE_CHECKING:
+    import asyncio
+
     import aiohttp
 
 _sessions: dict[tuple[int, str], aiohttp.ClientSession] = {}
@@ -26,6 +30,8 @@ _sessions: dict[tuple[int, str], aiohttp.ClientSession] = {}
 def session_for(address: str) -> aiohttp.ClientSession:
     """The running loop's session for an engine's address (created on first use). Like `http.make_client`:
     environment proxies ignored, compression refused, connections not limited below `MAX_CONNECTIONS`."""
+    import asyncio
+
     import aiohttp
 
     loop = asyncio.get_running_loop()
@@ -50,6 +56,8 @@ async def _on_chunk_sent(session: Any, context: Any, params: Any) -> None:
 
 async def close_sessions() -> None:
     """Close the running loop's sessions (and so every connection they hold)."""
+    import asyncio
+
     loop_id = id(asyncio.get_running_loop())
     for key in [k for k in _sessions if k[0] == loop_id]:
         await _sessions.pop(key).close()
@@ -73,6 +81,8 @@ async def post_chat(address: str, path: str, body: bytes, request: ChatRequest, 
     """POST a chat request from the event loop and read the answer (streamed through `stream_reader(result)`, or
     whole through `read_whole`), with the stamps of docs/metrics.md, the request's timeout, and every failure as the
     result's error (never a raise; cancellation is raised). `who` and `died` word the errors for the engine."""
+    import asyncio
+
     import aiohttp
 
     result = InferResult(stream=request.stream, t_send=0)
@@ -124,6 +134,8 @@ async def openai_chat_async(address: str, model: str, request: ChatRequest, *, p
 def timeout_after(seconds: float | None) -> Any:
     """`async with timeout_after(s):` raises TimeoutError when the block takes longer (`asyncio.timeout`, or its
     equivalent on Python 3.10)."""
+    import asyncio
+
     return asyncio.timeout(seconds) if hasattr(asyncio, "timeout") else _timeout(seconds)
 
 
@@ -136,6 +148,8 @@ class _timeout:
         self._fired = False
 
     async def __aenter__(self) -> None:
+        import asyncio
+
         if self.seconds is None:
             return
         task = asyncio.current_task()
@@ -148,6 +162,8 @@ class _timeout:
         self._handle = asyncio.get_running_loop().call_later(self.seconds, fire)
 
     async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        import asyncio
+
         if self._handle is not None:
             self._handle.cancel()
         if self._fired and kind is asyncio.CancelledError:
