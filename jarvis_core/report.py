@@ -35,7 +35,7 @@ from typing import Any, Iterable, Iterator
 
 from .errors import JarvisError, UsageError
 from .metrics import DEFINITIONS, STAT_FIGURES, STAT_NAMES, Stats
-from .report_cells import COUNT, RATE, SEC3, SEC4, TOKENS, Column, number, plain, yes_no
+from .report_cells import COUNT, RATE, SEC3, SEC4, TOKENS, Column, cut, number, plain, yes_no
 from .results import STATUSES, BadLines, SummaryRow, read_results, summarize
 
 #: Statistics shown in Summary per figure (all for TTFT and decode rate; a figure missing here gets DEFAULT_STATS).
@@ -210,11 +210,6 @@ _SUMMARY_DROP = ("answer", "server", "engine_model", "time", "messages", "prompt
 # ---------------------------------------------------------------------------------------------------------- values
 
 
-def _cut(value: str, limit: int) -> str:
-    """The text cut to `limit` characters, … marking the cut."""
-    return value[: limit - 1] + "…" if len(value) > limit else value
-
-
 def _epoch(value: Any) -> str | None:
     """An ISO time for a Unix timestamp, so that 1718000000.0 reads as a date."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 1e9 < value < 1e11:
@@ -246,7 +241,8 @@ def _pooled_mean(stats: Iterable[Stats | None]) -> tuple[float | None, int]:
 class Book:
     """The workbook being written: write-only, with cached styles; openpyxl is imported here, not at module import.
 
-    The sheet writers take it as `book`; report_html's recorder stands in for it with the same methods."""
+    The sheet writers take it as `book`; report_html's recorder stands in for it in the writers the page runs
+    (Environment, Side by side, Definitions), which call sheet, style, cell, header and row only."""
 
     def __init__(self) -> None:
         import openpyxl
@@ -295,7 +291,7 @@ class Book:
         return self._styles[key]
 
     def text(self, value: str, limit: int = TEXT_CHARS) -> str:
-        return self.illegal.sub("\ufffd", _cut(value, limit))
+        return self.illegal.sub("\ufffd", cut(value, limit))
 
     def cell(self, ws, value: Any, style) -> Any:
         """What to append for one value: the value itself when unstyled, else a write-only cell sharing `style`."""
@@ -383,12 +379,17 @@ class _Slim(Mapping):
 def scan_results(results_path: Path, bad: BadLines | None = None) -> Scan:
     """First pass over results.jsonl: the summary rows, plus the run, engine and end records and sample counts; lines
     that cannot be read are skipped and noted in `bad`."""
+    return scan_records(read_results(results_path, bad))
+
+
+def scan_records(records: Iterable[Mapping[str, Any]]) -> Scan:
+    """What `scan_results` gathers, from records already read (each sample slimmed as it is summarized)."""
     scan = Scan([], None, [], None, 0, Counter())
     layouts: dict[tuple[str, ...], dict[str, int]] = {}
     intern = sys.intern
 
     def slim() -> Iterator[Mapping[str, Any]]:
-        for record in read_results(results_path, bad):
+        for record in records:
             kind = record.get("type")
             if isinstance(record.get("label"), str) and kind in ("sample", "warmup", "load_level"):
                 scan.order.setdefault((str(record.get("setup")), str(record.get("model"))), None)
@@ -420,7 +421,7 @@ def summary_values(row: SummaryRow) -> list[Any]:
     """A summary row as a Summary row, in the order of SUMMARY_COLUMNS (the workbook, the CSV and the page show it)."""
     counts = [s.count for s in row.stats.values() if s is not None]
     values: list[Any] = [
-        row.setup, row.model, row.test, row.status, _cut(row.reason, REASON_CHARS) if row.reason else None,
+        row.setup, row.model, row.test, row.status, cut(row.reason, REASON_CHARS) if row.reason else None,
         row.engine, row.ok, row.failed, row.error, row.skipped, max(counts) if counts else 0, yes_no(row.stream),
         row.token_source,
         number(row.cold_start_s), number(row.load_s),
@@ -514,13 +515,13 @@ def result_values(record: dict[str, Any]) -> list[Any]:
     values: list[Any] = [
         plain(record.get("setup")), plain(record.get("model")), plain(record.get("test")),
         number(record.get("repetition")), yes_no(record.get("cold")) if status not in _NOT_RUN else None,
-        plain(status), _cut(str(reason), REASON_CHARS) if reason else None, yes_no(record.get("stream")),
+        plain(status), cut(str(reason), REASON_CHARS) if reason else None, yes_no(record.get("stream")),
     ]
     for name in _RESULTS_FIGURES:
         values.append(plain(record.get(name)) if name == "token_source" else number(record.get(name)))
     values += [
         plain(record.get("engine")), plain(record.get("engine_model")),
-        _cut(answer if isinstance(answer, str) else str(plain(answer)), ANSWER_CHARS) if answer else None,
+        cut(answer if isinstance(answer, str) else str(plain(answer)), ANSWER_CHARS) if answer else None,
         (_epoch(time) or str(time)) if time is not None else None,
     ]
     return values
@@ -644,10 +645,28 @@ def write_definitions(book: Book, load_columns: tuple[Column, ...] | None = None
 # ---------------------------------------------------------------------------------------------------------- entry
 
 
-def _discard(book: Book, tmp: Path) -> None:
-    """After a failed save: close the write-only sheets' row writers now (else each complains on the way out,
-    "Exception ignored in ..."), and remove the half-written file."""
-    for ws in book.wb.worksheets:
+def check_writable(path: Path, folder: bool = False) -> None:
+    """Raise OSError unless a file (with `folder`: files in a folder) can be written at `path`; creates its folder."""
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise NotADirectoryError(20, "is a file, not a folder")
+    elif path.is_dir():
+        raise IsADirectoryError(21, "is a folder")
+    elif path.exists() and not path.is_file():
+        raise OSError(22, "is not a regular file (a device or a pipe)")
+    if any(p.exists() and not p.is_dir() for p in path.parents):
+        raise NotADirectoryError(20, "a folder on its path is a file")
+    (path if folder else path.parent).mkdir(parents=True, exist_ok=True)
+    probe = path / ".jarvis-csv-probe" if folder else path.with_name(path.name + ".part")
+    probe.open("wb").close()
+    probe.unlink()  # writable: the output is written there once it is built
+
+
+def discard(tmp: Path, book: Book | None = None) -> None:
+    """Remove the half-written file `tmp` (never a folder or a device) after a failed save, closing `book` first."""
+    # the workbook's write-only sheets: their row writers closed now, else each complains on the way out ("Exception
+    # ignored in ...")
+    for ws in book.wb.worksheets if book is not None else ():
         try:
             ws.close()  # finishes the sheet's own temporary file; never touches the report's path
         except Exception:  # noqa: BLE001 - closing after a failed save may fail in any way; nothing is lost
@@ -669,15 +688,7 @@ def write_report(results_path: Path, out_path: Path, bad: BadLines | None = None
         raise UsageError(f"no results file at {results_path}: give the results.jsonl a run wrote")
     tmp = out_path.with_name(out_path.name + ".part")
     try:  # can we write there at all? Asked before the workbook is built
-        if out_path.is_dir():
-            raise IsADirectoryError(21, "is a folder")
-        if out_path.exists() and not out_path.is_file():
-            raise OSError(22, "is not a regular file (a device or a pipe)")
-        if any(p.exists() and not p.is_dir() for p in out_path.parents):
-            raise NotADirectoryError(20, "a folder on its path is a file")
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.open("wb").close()
-        tmp.unlink()  # writable: the workbook is saved there once it is built
+        check_writable(out_path)
     except OSError as exc:
         raise UsageError(f"Cannot write the report to {out_path}: {exc.strerror or exc}; give another path with -o "
                          f"(the results in {results_path} are safe).") from None
@@ -696,10 +707,10 @@ def write_report(results_path: Path, out_path: Path, bad: BadLines | None = None
         write_definitions(book, load_columns, side)
         book.save(tmp)
     except KeyboardInterrupt:
-        _discard(book, tmp)  # Ctrl-C while building or saving: no half-written workbook, no noise on the way out
+        discard(tmp, book)  # Ctrl-C while building or saving: no half-written workbook, no noise on the way out
         raise
     except OSError as exc:
-        _discard(book, tmp)
+        discard(tmp, book)
         raise UsageError(f"Cannot write the report to {out_path}: {exc.strerror or exc}; give another path with -o "
                          f"(the results in {results_path} are safe).") from None
     try:

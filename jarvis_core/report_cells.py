@@ -3,8 +3,8 @@ recorded value into what a cell holds.
 
 The workbook (report.py, report_load.py), the CSV files (report_csv.py), the page (report_html.py) and the
 side-by-side tables (report_tables.py) all build their rows through these, so a value reads the same everywhere. This
-module imports nothing from the other report modules and nothing heavy (no openpyxl), so any of them can import it at
-module level without a cycle.
+module imports nothing from the other report modules and nothing heavy (no openpyxl; only results.py's `Status`), so
+any of them can import it at module level without a cycle.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import json
 import math
 from dataclasses import dataclass
 from typing import Any
+
+from .results import Status
 
 SEC3 = "0.000"
 """Number format of seconds: three decimals."""
@@ -53,6 +55,19 @@ def yes_no(value: Any) -> str | None:
     if value is None:
         return None
     return "yes" if value else "no"
+
+
+def cut(value: str, limit: int) -> str:
+    """The text cut to `limit` characters, … marking the cut."""
+    return value[: limit - 1] + "…" if len(value) > limit else value
+
+
+def status_shown(status: Any) -> str:
+    """A status as the page and the console show it (`results.Status.shown`: MISSING); another value as text."""
+    try:
+        return Status(status).shown
+    except ValueError:
+        return str(status or "")
 
 
 def plain(value: Any) -> Any:

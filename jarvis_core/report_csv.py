@@ -43,32 +43,21 @@ def _write(path: Path, columns: tuple[Column, ...], rows: Iterable[list[Any]]) -
     return path
 
 
-def _check_folder(out_dir: Path, results_path: Path) -> None:
-    try:
-        if out_dir.exists() and not out_dir.is_dir():
-            raise NotADirectoryError(20, "is a file, not a folder")
-        if any(p.exists() and not p.is_dir() for p in out_dir.parents):
-            raise NotADirectoryError(20, "a folder on its path is a file")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".jarvis-csv-probe"
-        probe.open("wb").close()
-        probe.unlink()
-    except OSError as exc:
-        raise UsageError(f"Cannot write CSV files to {out_dir}: {exc.strerror or exc}; give another folder (the "
-                         f"results in {results_path} are safe).") from None
-
-
 def write_csv(results_path: Path, out_dir: Path, bad: BadLines | None = None) -> list[Path]:
     """Write the workbook's tables as CSV files into `out_dir` (created if need be); returns the files written.
     Lines of the results file that cannot be read are skipped and noted in `bad`."""
-    from .report import RESULTS_COLUMNS, SUMMARY_COLUMNS, result_values, scan_results, summary_values
+    from .report import RESULTS_COLUMNS, SUMMARY_COLUMNS, check_writable, result_values, scan_results, summary_values
     from .report_load import load_columns, load_rows, load_values
     from .report_tables import SIDE_COLUMNS, SIDE_LOAD_COLUMNS, pairs_from, side_load_table, side_table
 
     results_path, out_dir = Path(results_path), Path(out_dir)
     if not results_path.is_file():
         raise UsageError(f"no results file at {results_path}: give the results.jsonl a run wrote")
-    _check_folder(out_dir, results_path)
+    try:
+        check_writable(out_dir, folder=True)
+    except OSError as exc:
+        raise UsageError(f"Cannot write CSV files to {out_dir}: {exc.strerror or exc}; give another folder (the "
+                         f"results in {results_path} are safe).") from None
     scan = scan_results(results_path, bad)
     pairs = pairs_from(scan.rows, scan.labelled_levels, list(scan.order))
     written: list[tuple[str, tuple[Column, ...]]] = []

@@ -43,6 +43,7 @@ from types import SimpleNamespace
 from typing import Any, Iterable
 
 from .errors import JarvisError, UsageError
+from .report_cells import cut, status_shown
 from .results import BadLines
 
 CHARTJS_VERSION = "4.6.1"
@@ -74,46 +75,29 @@ def write_html(results_path: Path, out_path: Path, bad: BadLines | None = None) 
     Copes with an empty or torn results file, cells without samples and runs without load levels; lines it cannot
     read are skipped, noted in `bad` (line numbers) and named on the page.
     """
+    from .report import check_writable, discard
+
     results_path, out_path = Path(results_path), Path(out_path)
     if not results_path.is_file():
         raise UsageError(f"no results file at {results_path}: give the results.jsonl a run wrote")
-    _check_writable(out_path, results_path)
+    try:  # asked before the page is built, as report.write_report does: never replace a folder, a device or a pipe
+        check_writable(out_path)
+    except OSError as exc:
+        raise UsageError(f"Cannot write the page to {out_path}: {exc.strerror or exc}; give another path (the "
+                         f"results in {results_path} are safe).") from None
     page = _Page(results_path, bad).render(_chartjs())
     tmp = out_path.with_name(out_path.name + ".part")
     try:
         tmp.write_text(page, encoding="utf-8")
         tmp.replace(out_path)
     except KeyboardInterrupt:
-        _discard(tmp)
+        discard(tmp)
         raise
     except OSError as exc:
-        _discard(tmp)
+        discard(tmp)
         raise UsageError(f"Cannot write the page to {out_path}: {exc.strerror or exc}; give another path (the "
                          f"results in {results_path} are safe).") from None
     return out_path
-
-
-def _check_writable(out_path: Path, results_path: Path) -> None:
-    """Asked before the page is built, as report.write_report does: never replace a folder, a device or a pipe."""
-    try:
-        if out_path.is_dir():
-            raise IsADirectoryError(21, "is a folder")
-        if out_path.exists() and not out_path.is_file():
-            raise OSError(22, "is not a regular file (a device or a pipe)")
-        if any(p.exists() and not p.is_dir() for p in out_path.parents):
-            raise NotADirectoryError(20, "a folder on its path is a file")
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_path.with_name(out_path.name + ".part")
-        tmp.open("wb").close()
-        tmp.unlink()
-    except OSError as exc:
-        raise UsageError(f"Cannot write the page to {out_path}: {exc.strerror or exc}; give another path (the "
-                         f"results in {results_path} are safe).") from None
-
-
-def _discard(tmp: Path) -> None:
-    if tmp.parent.is_dir() and (tmp.is_file() or not tmp.exists()):
-        tmp.unlink(missing_ok=True)
 
 
 def _chartjs() -> str:
@@ -137,15 +121,6 @@ def _chartjs() -> str:
 
 def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
-
-
-def _shown(status: str | None) -> str:
-    from .results import Status
-
-    try:
-        return Status(status).shown
-    except ValueError:
-        return str(status or "")
 
 
 def _fmt(value: Any, fmt: str | None = None) -> str:
@@ -349,9 +324,6 @@ class _Recorder:
     def style(self, status: str | None = None, fmt: str | None = None, header: bool = False) -> str | None:
         return self.HEADER if header else status
 
-    def text(self, value: str, limit: int = 32000) -> str:
-        return value if len(value) <= limit else value[: limit - 1] + "…"
-
     def cell(self, ws: Any, value: Any, style: str | None) -> _Cell:
         return _Cell(value, style)
 
@@ -385,7 +357,6 @@ class _Page:
         self.pairs = pairs_from(self.scan.rows, self.scan.labelled_levels, list(self.scan.order))
         self.names = series_names(self.pairs)  # (setup, model) -> "label (engine)", as the workbook names them
         self.label_of = {m.key: m.label for pair in self.pairs for m in pair.members}
-        self.rank = {key: i for i, key in enumerate(self.scan.order)}
         self.charts: list[dict[str, Any]] = []
         self.setups = list(dict.fromkeys([r.setup for r in self.scan.rows] +
                                          [str(r.get("setup")) for r in self.levels]))
@@ -435,7 +406,7 @@ class _Page:
         statuses = defaultdict(int)
         for r in rows:
             statuses[r.status] += 1
-        counts = ", ".join(f'<span class="badge st-{_e(s)}">{n} {_e(_shown(s))}</span>'
+        counts = ", ".join(f'<span class="badge st-{_e(s)}">{n} {_e(status_shown(s))}</span>'
                            for s, n in sorted(statuses.items(), key=lambda kv: -kv[1]))
         out = [f'<p class="meta">{_e(Path(self.results_path.parent.name) / self.results_path.name)}</p>']
         if parts:
@@ -466,12 +437,9 @@ class _Page:
             cells = []
             for c, v in zip(columns, values):
                 if c.name == "status" and v:
-                    cells.append(f'<td><span class="badge st-{_e(v)}">{_e(_shown(v))}</span></td>')
+                    cells.append(f'<td><span class="badge st-{_e(v)}">{_e(status_shown(v))}</span></td>')
                 elif c.name in _WRAP:
-                    text = str(v) if v is not None else ""
-                    if len(text) > REASON_CHARS:
-                        text = text[: REASON_CHARS - 1] + "…"
-                    cells.append(f'<td class="wrap">{_e(text)}</td>')
+                    cells.append(f'<td class="wrap">{_e(cut(str(v) if v is not None else "", REASON_CHARS))}</td>')
                 elif c.name in _IDS:
                     cells.append(f'<td class="id">{_e(_fmt(v, c.fmt))}</td>')
                 elif isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -495,7 +463,7 @@ class _Page:
         key_rows = [([values[i] for i in keep], status) for values, status in table]
         return ('<p>One row per setup × model × test; statistics are over the warm samples (cold start excluded). '
                 "Hover or tap a column name for its definition. Row colours as in the workbook: "
-                + " ".join(f'<span class="badge st-{s}">{_e(_shown(s))}</span>'
+                + " ".join(f'<span class="badge st-{s}">{_e(status_shown(s))}</span>'
                            for s in ("missing", "error", "failed", "unavailable", "skipped")) + ".</p>\n"
                 + self._table(key_columns, key_rows, "summary")
                 + f"\n<details><summary>All columns ({len(SUMMARY_COLUMNS)}, as the workbook's Summary sheet)"
@@ -535,19 +503,11 @@ class _Page:
             out.append("<p>No warm samples with timings: nothing to chart.</p>")
         return "\n".join(out)
 
-    def _series_order(self, keys: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-        """Setup × model series; the models of a label next to each other, at the place of its first one, in the
-        order of the file (as the workbook's Load charts)."""
-        groups: dict[Any, list[tuple[str, str]]] = {}
-        for key in dict.fromkeys(keys):
-            label = self.label_of.get(key)
-            groups.setdefault(("label", label) if label is not None else ("model", key), []).append(key)
-        return [key for members in groups.values()
-                for key in sorted(members, key=lambda k: self.rank.get(k, len(self.rank)))]
-
     def _load_charts(self, keys: list[tuple[str, str]], what: str) -> list[str]:
         """Output tokens/s and TTFT p99 against concurrency (and rate), one series per setup × model; models sharing
         a label next to each other, the second one dashed."""
+        from .report_load import series_order
+
         out = []
         several = len({str(r.get("setup")) for r in self.levels}) > 1
         for open_loop, x_name, x_title, x_unit in ((False, "concurrency", "requests in flight", "in flight"),
@@ -563,7 +523,7 @@ class _Page:
                 continue
             xs = [x for pts in series_points.values() for x, _ in pts]
             log_x = min(xs) > 0 and max(xs) / min(xs) >= 16
-            order = self._series_order(series_points)
+            order = series_order(series_points, self.label_of, self.scan.order)  # as the workbook's Load charts
             for y_name, title, y_title, unit in (("output_tps", "Output tokens/s", "tokens/s", "tokens/s"),
                                                  ("ttft_p99", "TTFT p99", "seconds", "s")):
                 series = []
@@ -648,7 +608,7 @@ class _Page:
                     side = sides.get(member.key)
                     value = side.values.get(column.name) if side is not None else None
                     if side is not None and value is None and side.status not in ("ok", "failed"):
-                        cells.append(f'<td><span class="badge st-{_e(side.status)}">{_e(_shown(side.status))}'
+                        cells.append(f'<td><span class="badge st-{_e(side.status)}">{_e(status_shown(side.status))}'
                                      "</span></td>")
                     elif value is None:
                         cells.append('<td class="n">-</td>')

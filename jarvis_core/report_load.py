@@ -6,9 +6,9 @@ same model on two engines sits side by side: models sharing a `label:` are adjac
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence, TypeVar
 
-from .report_cells import RATE, SEC3, Column, number, plain
+from .report_cells import RATE, SEC3, SEC4, Column, number, plain
 from .results import read_results
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ def load_columns() -> tuple[Column, ...]:
 
     def pct(figure: str, meaning: str) -> list[Column]:
         return [Column(f"{figure}_{p}", "s", f"{p} of {meaning} over the level's successful measured requests.",
-                       SEC3 if figure != "itl" else "0.0000", 11) for p in ("p50", "p90", "p99")]
+                       SEC3 if figure != "itl" else SEC4, 11) for p in ("p50", "p90", "p99")]
 
     return (
         Column("setup", "", "The test setup the level belongs to.", None, 14),
@@ -139,13 +139,18 @@ def write_load_sheet(book: Book, results_path: Path, names: Mapping[tuple[str, s
     return columns
 
 
-def _series_order(keys: Iterable[tuple[str, str, bool]], labels: Mapping[tuple[str, str], str],
-                  order: Sequence[tuple[str, str]]) -> list[tuple[str, str, bool]]:
-    """Series keys (setup, model, open loop) with the models of each label adjacent, at the place of the label's first
-    model, in the order given (the file's); other models keep their place."""
+_Key = TypeVar("_Key", bound=tuple)
+
+
+def series_order(keys: Iterable[_Key], labels: Mapping[tuple[str, str], str],
+                 order: Iterable[tuple[str, str]]) -> list[_Key]:
+    """Series keys, (setup, model, ...), once each, the models of a label adjacent at the place of its first one.
+
+    `labels` maps (setup, model) to its label; within a label the models follow `order` (the file's), and other models
+    keep their place. The workbook's Load charts and the page's load charts order their series so."""
     rank = {key: i for i, key in enumerate(order)}
-    groups: dict[Any, list[tuple[str, str, bool]]] = {}
-    for key in keys:
+    groups: dict[Any, list[_Key]] = {}
+    for key in dict.fromkeys(keys):
         label = labels.get(key[:2])
         groups.setdefault(("label", label) if label is not None else ("model", key[:2]), []).append(key)
     return [key for members in groups.values() for key in sorted(members, key=lambda k: rank.get(k[:2], len(rank)))]
@@ -180,7 +185,10 @@ def _charts(ws: Any, levels: list[dict[str, Any]], columns: tuple[Column, ...],
             chart.x_axis.title, chart.y_axis.title = x_title, y_title
             chart.x_axis.delete = chart.y_axis.delete = False
             chart.height, chart.width = 9, 18
-            for key in _series_order(series_rows, labels, order):
+            # a series spans its model's rows from first to last, so a failed level sorted between two measured ones
+            # is an empty cell inside it: drawn as a gap (no point, the line broken), never as a zero
+            chart.display_blanks = "gap"
+            for key in series_order(series_rows, labels, order):
                 setup, model, _ = key
                 rows = series_rows[key]
                 x = Reference(ws, min_col=headers.index(x_name) + 1, min_row=rows[0], max_row=rows[-1])

@@ -17,15 +17,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from .report import ENGINE_COLUMN, MODEL_COLUMN, SETUP_COLUMN, SUMMARY_COLUMNS, TEST_COLUMN
-from .report_cells import Column, number
+from .report import ENGINE_COLUMN, MODEL_COLUMN, SETUP_COLUMN, SUMMARY_COLUMNS, TEST_COLUMN, scan_records
+from .report_cells import Column, number, status_shown
 from .report_load import load_columns, load_values
-from .results import STATUSES, Status, SummaryRow, summarize
+from .results import SummaryRow
 
 #: The Summary's figures compared per test: the column names of Summary (warm samples), and the pass rate.
 TEST_FIGURES = ("ttft_s_p50", "e2e_s_p50", "decode_tps_p50", "output_tokens_mean", "pass_rate")
 #: The Load sheet's figures compared per level.
 LOAD_FIGURES = ("output_tps", "request_rate", "goodput_rps", "ttft_p50", "ttft_p99", "itl_p50", "e2e_p99")
+
+_LOAD = load_columns()
+_LEVEL_FIGURES = tuple(c for c in _LOAD if c.name in LOAD_FIGURES)  # in the Load sheet's order
 
 
 @dataclass(frozen=True)
@@ -91,21 +94,9 @@ class LabelPair:
 
 def label_pairs(records: Iterable[Mapping[str, Any]]) -> list[LabelPair]:
     """The comparison of every label that two or more models carry, from the records of a results file (read once;
-    only records with a `label` key are kept)."""
-    kept: list[Mapping[str, Any]] = []
-    levels: list[Mapping[str, Any]] = []
-    order: dict[tuple[str, str], None] = {}
-    for record in records:
-        if not isinstance(record.get("label"), str):
-            continue
-        kind = record.get("type")
-        if kind in ("sample", "warmup", "load_level"):
-            order.setdefault((str(record.get("setup")), str(record.get("model"))), None)
-        if kind in ("sample", "warmup"):
-            kept.append({k: v for k, v in record.items() if k not in ("answer", "server")})
-        elif kind == "load_level":
-            levels.append(record)
-    return pairs_from(summarize(kept), levels, list(order))  # type: ignore[arg-type]
+    only records with a `label` are kept), as the workbook builds it (`report.scan_records`, then `pairs_from`)."""
+    scan = scan_records(record for record in records if isinstance(record.get("label"), str))
+    return pairs_from(scan.rows, scan.labelled_levels, list(scan.order))
 
 
 def pairs_from(rows: Sequence[SummaryRow], levels: Iterable[Mapping[str, Any]],
@@ -194,8 +185,7 @@ def _test_rows(label: str, members: list[Member], index: dict[tuple[str, str], M
 
 def level_figures(record: Mapping[str, Any]) -> dict[str, float | None]:
     """The compared figures of one `load_level` record, as the Load sheet shows them."""
-    columns = [c for c in load_columns() if c.name in LOAD_FIGURES]
-    return dict(zip((c.name for c in columns), load_values(dict(record), columns)))
+    return dict(zip((c.name for c in _LEVEL_FIGURES), load_values(dict(record), _LEVEL_FIGURES)))
 
 
 def _level_rows(label: str, members: list[Member], index: dict[tuple[str, str], Member],
@@ -260,7 +250,6 @@ SIDE_COLUMNS: tuple[Column, ...] = (
 )
 """The columns of the side-by-side comparison of tests (workbook sheet "Side by side", side_by_side.csv)."""
 
-_LOAD = load_columns()
 SIDE_LOAD_COLUMNS: tuple[Column, ...] = (
     _LABEL, *_by_name(_LOAD, ("concurrency", "rate")), _NAME, *_by_name(_LOAD, ("setup", "model", "engine", "status")),
     *_figure_columns(_by_name(_LOAD, LOAD_FIGURES)),
@@ -308,10 +297,6 @@ def _shown(value: float | None, ratio: float | None, digits: int, first: bool, p
     return text if first or ratio is None else f"{text} ×{ratio:.2f}"
 
 
-def _status(status: str) -> str:
-    return Status(status).shown if status in STATUSES else status
-
-
 def console_text(pairs: Sequence[LabelPair]) -> str:
     """The side-by-side tables for the console: per label, each test (and load level) with the models that ran it,
     every figure of the second and later models followed by its ratio to the first model's (×0.60)."""
@@ -330,7 +315,7 @@ def console_text(pairs: Sequence[LabelPair]) -> str:
             for row in pair.tests:
                 for i, side in enumerate(row.sides):
                     v, r = side.values, side.ratios
-                    rows.append([row.test if i == 0 else "", side.member.name, _status(side.status),
+                    rows.append([row.test if i == 0 else "", side.member.name, status_shown(side.status),
                                  _shown(v["ttft_s_p50"], r["ttft_s_p50"], 3, i == 0),
                                  _shown(v["e2e_s_p50"], r["e2e_s_p50"], 3, i == 0),
                                  _shown(v["decode_tps_p50"], r["decode_tps_p50"], 1, i == 0),
@@ -344,7 +329,7 @@ def console_text(pairs: Sequence[LabelPair]) -> str:
                 level = f"{row.concurrency} in flight" if row.concurrency is not None else f"{row.rate:g} req/s"
                 for i, side in enumerate(row.sides):
                     v, r = side.values, side.ratios
-                    rows.append([level if i == 0 else "", side.member.name, _status(side.status),
+                    rows.append([level if i == 0 else "", side.member.name, status_shown(side.status),
                                  _shown(v["output_tps"], r["output_tps"], 1, i == 0),
                                  _shown(v["request_rate"], r["request_rate"], 2, i == 0),
                                  _shown(v["ttft_p50"], r["ttft_p50"], 3, i == 0),
