@@ -675,6 +675,12 @@ def discard(tmp: Path, book: Book | None = None) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def cannot_write(what: str, where: Path, exc: OSError, results_path: Path, instead: str) -> UsageError:
+    """The one line for an output that cannot be written (`what` to `where`), saying what to give `instead`."""
+    return UsageError(f"Cannot write {what} to {where}: {exc.strerror or exc}; {instead} (the results in "
+                      f"{results_path} are safe).")
+
+
 def write_report(results_path: Path, out_path: Path, bad: BadLines | None = None) -> Path:
     """Build report.xlsx at `out_path` from the results file at `results_path`; returns `out_path`.
 
@@ -690,8 +696,7 @@ def write_report(results_path: Path, out_path: Path, bad: BadLines | None = None
     try:  # can we write there at all? Asked before the workbook is built
         check_writable(out_path)
     except OSError as exc:
-        raise UsageError(f"Cannot write the report to {out_path}: {exc.strerror or exc}; give another path with -o "
-                         f"(the results in {results_path} are safe).") from None
+        raise cannot_write("the report", out_path, exc, results_path, "give another path with -o") from None
     from .report_tables import pairs_from, series_names
 
     scan = scan_results(results_path, bad)
@@ -711,8 +716,7 @@ def write_report(results_path: Path, out_path: Path, bad: BadLines | None = None
         raise
     except OSError as exc:
         discard(tmp, book)
-        raise UsageError(f"Cannot write the report to {out_path}: {exc.strerror or exc}; give another path with -o "
-                         f"(the results in {results_path} are safe).") from None
+        raise cannot_write("the report", out_path, exc, results_path, "give another path with -o") from None
     try:
         tmp.replace(out_path)
     except PermissionError:  # Windows: the old workbook is open in Excel

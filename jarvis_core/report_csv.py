@@ -46,7 +46,8 @@ def _write(path: Path, columns: tuple[Column, ...], rows: Iterable[list[Any]]) -
 def write_csv(results_path: Path, out_dir: Path, bad: BadLines | None = None) -> list[Path]:
     """Write the workbook's tables as CSV files into `out_dir` (created if need be); returns the files written.
     Lines of the results file that cannot be read are skipped and noted in `bad`."""
-    from .report import RESULTS_COLUMNS, SUMMARY_COLUMNS, check_writable, result_values, scan_results, summary_values
+    from .report import (RESULTS_COLUMNS, SUMMARY_COLUMNS, cannot_write, check_writable, result_values, scan_results,
+                         summary_values)
     from .report_load import load_columns, load_rows, load_values
     from .report_tables import SIDE_COLUMNS, SIDE_LOAD_COLUMNS, pairs_from, side_load_table, side_table
 
@@ -56,8 +57,7 @@ def write_csv(results_path: Path, out_dir: Path, bad: BadLines | None = None) ->
     try:
         check_writable(out_dir, folder=True)
     except OSError as exc:
-        raise UsageError(f"Cannot write CSV files to {out_dir}: {exc.strerror or exc}; give another folder (the "
-                         f"results in {results_path} are safe).") from None
+        raise cannot_write("CSV files", out_dir, exc, results_path, "give another folder") from None
     scan = scan_results(results_path, bad)
     pairs = pairs_from(scan.rows, scan.labelled_levels, list(scan.order))
     written: list[tuple[str, tuple[Column, ...]]] = []
@@ -81,12 +81,10 @@ def write_csv(results_path: Path, out_dir: Path, bad: BadLines | None = None) ->
             emit("side_by_side_load.csv", SIDE_LOAD_COLUMNS, loads)
         _write(out_dir / "definitions.csv", _DEFINITION_COLUMNS,
                ([name, c.name, c.unit, c.definition] for name, columns in written for c in columns))
-        for name in _ONLY_WHEN_THERE:  # an earlier export's table this run does not have would read as this run's
-            if name not in {n for n, _ in written}:
-                (out_dir / name).unlink(missing_ok=True)
+        for name in set(_ONLY_WHEN_THERE) - {n for n, _ in written}:  # an earlier export's would read as this run's
+            (out_dir / name).unlink(missing_ok=True)
     except OSError as exc:
-        raise UsageError(f"Cannot write CSV files to {out_dir}: {exc.strerror or exc}; give another folder (the "
-                         f"results in {results_path} are safe).") from None
+        raise cannot_write("CSV files", out_dir, exc, results_path, "give another folder") from None
     return [out_dir / name for name, _ in written] + [out_dir / "definitions.csv"]
 
 

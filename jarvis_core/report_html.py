@@ -75,7 +75,7 @@ def write_html(results_path: Path, out_path: Path, bad: BadLines | None = None) 
     Copes with an empty or torn results file, cells without samples and runs without load levels; lines it cannot
     read are skipped, noted in `bad` (line numbers) and named on the page.
     """
-    from .report import check_writable, discard
+    from .report import cannot_write, check_writable, discard
 
     results_path, out_path = Path(results_path), Path(out_path)
     if not results_path.is_file():
@@ -83,8 +83,7 @@ def write_html(results_path: Path, out_path: Path, bad: BadLines | None = None) 
     try:  # asked before the page is built, as report.write_report does: never replace a folder, a device or a pipe
         check_writable(out_path)
     except OSError as exc:
-        raise UsageError(f"Cannot write the page to {out_path}: {exc.strerror or exc}; give another path (the "
-                         f"results in {results_path} are safe).") from None
+        raise cannot_write("the page", out_path, exc, results_path, "give another path") from None
     page = _Page(results_path, bad).render(_chartjs())
     tmp = out_path.with_name(out_path.name + ".part")
     try:
@@ -95,8 +94,7 @@ def write_html(results_path: Path, out_path: Path, bad: BadLines | None = None) 
         raise
     except OSError as exc:
         discard(tmp)
-        raise UsageError(f"Cannot write the page to {out_path}: {exc.strerror or exc}; give another path (the "
-                         f"results in {results_path} are safe).") from None
+        raise cannot_write("the page", out_path, exc, results_path, "give another path") from None
     return out_path
 
 
