@@ -13,8 +13,9 @@ process of its own (`python -m benchmarks.load --child ...`), so its CPU and pea
 
 Three figures say what the machine itself allows, measured alongside in the same run:
 - the ceiling at N = 256: the cheapest client this machine can run (`_raw_client`: an asyncio protocol on uvloop
-  that writes a fixed request and only counts tokens and the end of each answer, no HTTP library, no stamps, no
-  parsing; not something Jarvis could measure with) against the same stand-in. What it reaches is what the stand-in
+  that writes a fixed request and only counts tokens and the end of each answer, no HTTP library, no parsing; not
+  something Jarvis could measure with) against the same stand-in, started with the same ramp-up as Jarvis's users
+  and measured over the same window. What it reaches is what the stand-in
   and the two cores allow any client;
 - the machine's CPU during each closed-loop level (busy share of all cores, of which steal: time the hypervisor gave
   to someone else) and the stand-in's own CPU, so a level that falls short can be told apart from a machine that is
@@ -98,10 +99,13 @@ def _probe(args: argparse.Namespace) -> None:
 
 
 def _raw_client(args: argparse.Namespace) -> None:
-    """The ceiling: N keep-alive connections, each sending the same streamed request `args.requests // N` times in a
-    row after one round that is not counted; prints output tokens/s and the client's CPU share."""
+    """The ceiling: N keep-alive connections started as Jarvis starts its users (one request alone, then the N spread
+    over its answer time; those are not counted), each then sending the same streamed request `args.requests // N`
+    times in a row; prints output tokens/s over the window Jarvis measures in (last uncounted send to last send) and
+    the client's CPU share."""
     import asyncio
 
+    from jarvis_core.load import ramp_starts
     from jarvis_core.load_async import _runner
 
     port = int(args.url.rsplit(":", 1)[1])
@@ -109,20 +113,24 @@ def _raw_client(args: argparse.Namespace) -> None:
                        "messages": [{"role": "user", "content": "hello"}]}).encode()
     request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    clock = time.perf_counter_ns
+    arrivals: list[tuple[int, int]] = []  # (when, tokens) per network read
 
     class Connection(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.transport, self.tail, self.tokens, self.done = transport, b"", 0, None
+            self.transport, self.tail, self.done = transport, b"", None
 
         def data_received(self, data: bytes) -> None:
-            self.tokens += data.count(b'"content"')
+            tokens = data.count(b'"content"')
+            if tokens:
+                arrivals.append((clock(), tokens))
             self.tail = (self.tail + data)[-5:]
             if self.tail == b"0\r\n\r\n" and self.done is not None:  # the chunked body's end
-                self.done.set_result(self.tokens)
+                self.done.set_result(None)
                 self.done = None
 
         def send(self) -> asyncio.Future:
-            self.done, self.tokens, self.tail = asyncio.get_running_loop().create_future(), 0, b""
+            self.done, self.tail = asyncio.get_running_loop().create_future(), b""
             self.transport.write(request)
             return self.done
 
@@ -130,18 +138,25 @@ def _raw_client(args: argparse.Namespace) -> None:
         loop = asyncio.get_running_loop()
         n, rounds = args.concurrency, max(1, args.requests // args.concurrency)
         connections = [(await loop.create_connection(Connection, "127.0.0.1", port))[1] for _ in range(n)]
-        await asyncio.gather(*(c.send() for c in connections))
-        tokens, cpu0, t0 = 0, time.process_time(), time.perf_counter()
+        cpu0, t0 = time.process_time(), clock()
+        await connections[0].send()
+        starts = ramp_starts(n, clock() - t0, clock())
+        sends: list[int] = []
+        ramp_sends: list[int] = []
 
-        async def worker(connection: Connection) -> None:
-            nonlocal tokens
+        async def worker(k: int, connection: Connection) -> None:
+            await asyncio.sleep(max(0, starts[k] - clock()) / 1e9)
+            ramp_sends.append(clock())
+            await connection.send()  # this user's first request: the ramp-up's, not counted
             for _ in range(rounds):
-                got = await connection.send()
-                tokens += got
+                sends.append(clock())
+                await connection.send()
 
-        await asyncio.gather(*(worker(c) for c in connections))
-        wall = time.perf_counter() - t0
-        return {"output_tps": tokens / wall, "client_cpu": (time.process_time() - cpu0) / wall}
+        await asyncio.gather(*(worker(k, c) for k, c in enumerate(connections)))
+        cpu, wall = time.process_time() - cpu0, (clock() - t0) / 1e9
+        start, end = max(min(sends), max(ramp_sends)), max(sends)
+        tokens = sum(count for when, count in arrivals if start <= when <= end)
+        return {"output_tps": tokens / ((end - start) / 1e9), "client_cpu": cpu / wall}
 
     print(json.dumps(_runner()(main())))
 

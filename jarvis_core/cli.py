@@ -310,8 +310,10 @@ def _campaign(session: Any, runner: Any, plan: Any) -> tuple[list[Any], Any, Any
               help="Open-loop arrivals.")
 @click.option("--max-concurrency", type=int, default=None, help="Open loop: at most this many requests in flight.")
 @click.option("--requests", type=int, default=None, help="Measured requests per level.")
-@click.option("--duration", default=None, help="Seconds per level in which requests are sent (e.g. 30s).")
-@click.option("--warmup", type=int, default=None, help="Requests per level sent first and discarded (default 2).")
+@click.option("--duration", default=None, help="Seconds per level in which requests are sent (e.g. 30s; in closed "
+              "loop after the ramp-up).")
+@click.option("--warmup", type=int, default=None, help="Requests per level sent first and discarded (default 2; in "
+              "closed loop at least the ramp-up's N + 1).")
 @click.option("--prompt-tokens", type=int, default=128, show_default=True, help="Synthetic prompts of about N tokens.")
 @click.option("--output-tokens", type=int, default=None, help="Pin answers to M tokens where the engine allows it.")
 @click.option("--slo", default=None, help="Bounds per request for goodput and capacity: ttft=500ms,itl=50ms,e2e=10s.")

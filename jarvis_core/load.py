@@ -89,9 +89,11 @@ class LoadProfile:
     requests: int | None = None
     """Measured requests per level (after the warm-up ones)."""
     duration: float | None = None
-    """Seconds per level in which requests are sent (warm-up included); the level ends when its last answer is in."""
+    """Seconds per level in which requests are sent: in closed loop from the end of the ramp-up, in open loop from the
+    level's start (warm-up included); the level ends when its last answer is in."""
     warmup: int = 2
-    """Requests per level sent first and discarded (connections opened, caches warm)."""
+    """Requests per level sent first and discarded (connections opened, caches warm); in closed loop at least the
+    ramp-up's N + 1 (`closed_loop_warmup`)."""
     prompt_tokens: int | None = None
     """Synthetic prompts of about this many tokens instead of the setup's test prompts."""
     output_tokens: int | None = None
@@ -257,6 +259,7 @@ def run_level(send: Callable[[ChatRequest], InferResult], make_request: Callable
     `duration`, no request is sent after it has passed. `stop` ends the level early (in-flight requests are left to
     the caller to cancel, e.g. by closing the engine's client, and are not recorded)."""
     stop = stop or threading.Event()
+    warmup = closed_loop_warmup(level, warmup)
     total = warmup + requests if requests is not None else None
     if total is None and duration is None:
         raise ValueError("a level needs a number of requests or a duration")
@@ -278,32 +281,42 @@ def run_level(send: Callable[[ChatRequest], InferResult], make_request: Callable
     switch = sys.getswitchinterval()
     sys.setswitchinterval(GIL_SWITCH_S)
     cpu0, t0 = time.process_time(), clock()
-    deadline = t0 + int(duration * 1e9) if duration is not None else None
     in_flight = [0]
 
     if level.concurrency is not None:
-        counter = iter(range(total if total is not None else 10**12))
+        users = level.concurrency
 
-        def closed_worker() -> None:
-            while not stop.is_set():
-                now = clock()
-                if deadline is not None and now >= deadline:
+        def send_one(index: int) -> None:
+            request = make_request(index)
+            t_start = clock()
+            record(index, t_start, t_start, request, sent(send, request))
+
+        probe = threading.Thread(target=send_one, args=(0,), daemon=True, name="jarvis-load-ramp")
+        probe.start()
+        _join([probe], stop)
+        starts = ramp_starts(users, clock() - t0, clock())
+        deadline = starts[-1] + int(duration * 1e9) if duration is not None else None
+        counter = iter(range(users + 1, total if total is not None else 10**12))
+
+        def closed_worker(user: int) -> None:
+            if stop.wait(max(0, starts[user] - clock()) / 1e9):
+                return
+            index: int | None = 1 + user  # each user's first request is the ramp-up's
+            while index is not None and not stop.is_set():
+                send_one(index)
+                if deadline is not None and clock() >= deadline:
                     return
                 with lock:
                     index = next(counter, None)
-                if index is None:
-                    return
-                request = make_request(index)
-                t_start = clock()
-                record(index, t_start, t_start, request, sent(send, request))
 
-        threads = [threading.Thread(target=closed_worker, daemon=True, name=f"jarvis-load-{i}")
-                   for i in range(level.concurrency)]
+        threads = [threading.Thread(target=closed_worker, args=(user,), daemon=True, name=f"jarvis-load-{user}")
+                   for user in range(users)]
         for thread in threads:
             thread.start()
         _join(threads, stop)
     else:
         assert level.rate is not None
+        deadline = t0 + int(duration * 1e9) if duration is not None else None
         count = total if total is not None else math.ceil(level.rate * (duration or 0)) + 1
         offsets = arrival_offsets(level.rate, count, arrival=arrival, seed=seed)
         cap = min(max_concurrency or DEFAULT_OPEN_LOOP_CAP, MAX_IN_FLIGHT)
@@ -356,6 +369,19 @@ def run_level(send: Callable[[ChatRequest], InferResult], make_request: Callable
     samples.sort(key=lambda s: s.index)
     return LevelRun(level, samples, t0, wall, time.process_time() - cpu0, cancelled=in_flight[0] if stop.is_set()
                     else 0)
+
+
+def closed_loop_warmup(level: Level, warmup: int) -> int:
+    """Requests a level discards: `warmup`, and in closed loop at least the ramp-up's N + 1 (`ramp_starts`)."""
+    return max(warmup, level.concurrency + 1) if level.concurrency is not None else warmup
+
+
+def ramp_starts(users: int, answer_ns: int, now: int) -> list[int]:
+    """When each of a closed loop's N users sends its first request (`perf_counter_ns`): one after another from
+    `now`, spread evenly over `answer_ns`, the time one request took alone. Started together, N answers of one length
+    end together and the next N requests go out in one burst, every round: a herd no N independent users make, which
+    measures how the client and the engine cope with bursts instead of N users in steady state."""
+    return [now + user * answer_ns // users for user in range(users)]
 
 
 def sent(send: Callable[[ChatRequest], InferResult], request: ChatRequest) -> InferResult:
@@ -426,13 +452,15 @@ class LevelSummary:
 
 def measured_window(samples: list[LoadSample]) -> tuple[int, int, str] | None:
     """(start, end, kind) of the window throughput is counted over. It starts when the first measured request is
-    sent (the warm-up ones before it are the ramp-up) and ends when the last request is sent: from then on fewer
-    requests are in flight (the drain). When that leaves no time (every request sent at once), the window runs to
-    the last answer instead, and says `with drain`."""
+    sent, or the last warm-up one if that was later (the warm-up is the ramp-up: in closed loop, until the last user
+    has started), and ends when the last request is sent: from then on fewer requests are in flight (the drain). When
+    that leaves no time (every request sent at once), the window runs to the last answer instead, and says
+    `with drain`."""
     measured = [s for s in samples if not s.warmup and s.result.t_send]
     if not measured:
         return None
-    start = min(s.result.t_send for s in measured)
+    start = max([s.result.t_send for s in samples if s.warmup and s.result.t_send]
+                + [min(s.result.t_send for s in measured)])
     last_send = max(s.result.t_send for s in samples if s.result.t_send)
     if last_send - start > 0 and len(measured) > 1:
         return start, last_send, "steady"

@@ -16,7 +16,8 @@ from typing import Any, Awaitable, Callable
 
 from .aio import close_sessions
 from .engine import ChatRequest, InferResult
-from .load import DEFAULT_OPEN_LOOP_CAP, MAX_IN_FLIGHT, Level, LevelRun, LoadSample, arrival_offsets, failed
+from .load import (DEFAULT_OPEN_LOOP_CAP, MAX_IN_FLIGHT, Level, LevelRun, LoadSample, arrival_offsets,
+                   closed_loop_warmup, failed, ramp_starts)
 
 #: An open-loop request is started this long before it is due and then waits out the rest on the loop's clock: the
 #: loop's timers fire up to a millisecond late (epoll waits in whole milliseconds), which would be send lag.
@@ -37,6 +38,7 @@ def run_level_async(send: AsyncSend, make_request: Callable[[int], ChatRequest],
     run = _runner()
 
     stop = stop or threading.Event()
+    warmup = closed_loop_warmup(level, warmup)
     total = warmup + requests if requests is not None else None
     if total is None and duration is None:
         raise ValueError("a level needs a number of requests or a duration")
@@ -77,12 +79,11 @@ class _Level:
     async def run(self) -> None:
         clock = time.perf_counter_ns
         self.cpu0, self.t0 = time.process_time(), clock()
-        deadline = self.t0 + int(self.duration * 1e9) if self.duration is not None else None
         try:
             if self.level.concurrency is not None:
-                await self._closed(deadline)
+                await self._closed()
             else:
-                await self._open(deadline)
+                await self._open()
         finally:
             self.wall = (clock() - self.t0) / 1e9
             self.cpu = time.process_time() - self.cpu0
@@ -105,25 +106,34 @@ class _Level:
         self.samples.append(sample)
         self.on_sample(sample)
 
-    async def _closed(self, deadline: int | None) -> None:
+    async def _closed(self) -> None:
+        """The ramp-up (`load.ramp_starts`): one request alone, then the N users one after another over its answer
+        time; from then on each user sends its next request the moment its answer is in."""
         assert self.level.concurrency is not None
-        counter = iter(range(self.total if self.total is not None else 10**12))
+        users = self.level.concurrency
         clock = time.perf_counter_ns
+        await self._one(0, clock())
+        starts = ramp_starts(users, clock() - self.t0, clock())
+        deadline = starts[-1] + int(self.duration * 1e9) if self.duration is not None else None
+        counter = iter(range(users + 1, self.total if self.total is not None else 10**12))
 
-        async def worker() -> None:
-            while not self.stop.is_set():
+        async def user(k: int) -> None:
+            wait = (starts[k] - clock()) / 1e9
+            if wait > 0:
+                await asyncio.sleep(wait)
+            index: int | None = 1 + k  # each user's first request is the ramp-up's
+            while index is not None and not self.stop.is_set():
+                await self._one(index, clock())
                 if deadline is not None and clock() >= deadline:
                     return
                 index = next(counter, None)
-                if index is None:
-                    return
-                await self._one(index, clock())
 
-        await _gather([worker() for _ in range(self.level.concurrency)])
+        await _gather([user(k) for k in range(users)])
 
-    async def _open(self, deadline: int | None) -> None:
+    async def _open(self) -> None:
         assert self.level.rate is not None
         clock = time.perf_counter_ns
+        deadline = self.t0 + int(self.duration * 1e9) if self.duration is not None else None
         count = self.total if self.total is not None else math.ceil(self.level.rate * (self.duration or 0)) + 1
         offsets = arrival_offsets(self.level.rate, count, arrival=self.arrival, seed=self.seed)
         slots = asyncio.Semaphore(min(self.max_concurrency or DEFAULT_OPEN_LOOP_CAP, MAX_IN_FLIGHT))

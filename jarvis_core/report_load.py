@@ -15,11 +15,14 @@ if TYPE_CHECKING:
     from .report import Book
 
 LOAD_TERMS: tuple[tuple[str, str], ...] = (
-    ("closed loop", "concurrency N: N requests always in flight; a new one is sent the moment one ends."),
+    ("closed loop", "concurrency N: N requests always in flight; a new one is sent the moment one ends. The N users "
+                    "start one after another (the ramp-up: one request alone, then the users spread evenly over its "
+                    "answer time), so their answers do not end, and their next requests go out, all at once."),
     ("open loop", "rate R: requests sent at times drawn in advance (constant spacing, or Poisson arrivals: "
                   "exponential gaps with mean 1/R, seeded), whatever happens to earlier ones; at most max_concurrency "
                   "in flight (default 512), the others wait in the client."),
-    ("warm-up", "The first requests of every level (load.warmup, default 2) are sent and discarded."),
+    ("warm-up", "The first requests of every level (load.warmup, default 2; in closed loop at least the ramp-up's "
+                "N + 1) are sent and discarded."),
     ("measured window", "From the first measured request sent to the last request sent (window = steady): ramp-up "
                         "and drain excluded. Streamed answers count only their chunks that arrived inside it. When "
                         "every request was sent at once, the window runs to the last answer (window = with drain)."),

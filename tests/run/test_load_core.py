@@ -111,6 +111,38 @@ def test_closed_loop_reaches_the_known_maximum_throughput(load_server, gen):
         assert summary.itl_s["p50"] == pytest.approx(gap, abs=0.005)
 
 
+def test_closed_loop_users_start_one_after_another_over_one_answer(load_server, gen):
+    """The ramp-up: one request alone, then the N users' first requests spread over its answer time (not a herd that
+    would end, and resend, together every round); all of them are warm-up, and the window starts after them."""
+    url = load_server(ttft=0.2, tokens=2, gap=0.01)
+    n = 4
+    run = gen.run(gen.sender(url), requests_for(), Level(concurrency=n), requests=8, duration=None, warmup=0)
+    by_index = {s.index: s for s in run.samples}
+    assert sorted(by_index) == list(range(n + 1 + 8))
+    alone = by_index[0].result
+    ramp = [by_index[i].result.t_send for i in range(1, n + 1)]
+    assert all(t > alone.t_end for t in ramp), "the first request is answered before any user starts"
+    assert ramp == sorted(ramp) and len(set(ramp)) == n, "the users start one after another"
+    answer = alone.t_end - run.t0
+    assert ramp[-1] - ramp[0] >= 0.5 * answer * (n - 1) / n, "spread over one answer's time, not sent at once"
+    assert [s.warmup for s in run.samples] == [True] * (n + 1) + [False] * 8
+    summary = summarize_level(run, None)
+    assert summary.requests_ok == 8 and summary.window == "steady"
+    measured_sends = [s.result.t_send for s in run.samples if not s.warmup]
+    assert summary.window_s == pytest.approx((max(measured_sends) - max(min(measured_sends), ramp[-1])) / 1e9)
+
+
+def test_a_closed_loop_duration_counts_from_the_end_of_the_ramp_up(load_server, gen):
+    """A duration shorter than the ramp-up (0.2 s alone, then 0.15 s of starts) still measures: it begins when the
+    last user has started."""
+    url = load_server(ttft=0.2, tokens=2, gap=0.01)
+    run = gen.run(gen.sender(url), requests_for(), Level(concurrency=4), requests=None, duration=0.3, warmup=0)
+    summary = summarize_level(run, None)
+    assert summary.requests_ok >= 4 and summary.requests_error == 0
+    last_user_start = max(s.result.t_send for s in run.samples if s.index <= 4)
+    assert all(s.result.t_send > last_user_start for s in run.samples if not s.warmup)
+
+
 def test_poisson_arrivals_have_the_right_mean_and_spread_and_are_seeded():
     offsets = arrival_offsets(10.0, 4000, arrival="poisson", seed=7)
     gaps = [b - a for a, b in zip(offsets, offsets[1:])]
@@ -166,8 +198,8 @@ def test_a_sender_that_raises_fails_its_request_not_the_level(gen):
                            output_tokens=2)
 
     run = gen.run(gen.answering(flaky), requests_for(), Level(concurrency=2), requests=6, duration=None, warmup=0)
-    assert len(run.samples) == 6
-    assert sorted(s.result.error or "" for s in run.samples)[-3:] == ["plugin bug: boom"] * 3
+    assert len(run.samples) == 3 + 6  # the ramp-up's three (one alone, then each user's first), then the measured
+    assert sorted(s.result.error or "" for s in run.samples) == [""] * 4 + ["plugin bug: boom"] * 5
 
 
 def test_stop_ends_a_level_and_drops_what_was_in_flight(load_server, gen):
@@ -209,6 +241,11 @@ def test_slo_goodput_and_capacity_by_hand():
     assert summary.request_rate == pytest.approx(1.0)      # requests 1 and 2 done inside
     assert summary.output_tps == pytest.approx(3.0)        # their 3 + 3 tokens in 2 s
     assert summary.client_cpu == pytest.approx(0.1)
+
+    # A warm-up request sent after the first measured one (a ramp-up still going on): the window starts after it.
+    late_warmup = samples + [sample(4, send=1.5, ttft=0.1, n=2, itl=0.01, warmup=True)]
+    summary = summarize_level(LevelRun(Level(concurrency=2), late_warmup, t0=0, wall_s=4.0, cpu_s=0.4), slo)
+    assert summary.window_s == pytest.approx(1.5)
 
     levels = []
     for n, share in ((1, 1.0), (2, 0.95), (4, 0.92), (8, 0.5)):
@@ -258,7 +295,7 @@ def test_a_pinned_output_length_and_an_early_stop(load_server, gen):
     pinning = gen.sender(url, extra={"ignore_eos": True})  # what the vLLM plugin sends for exact_tokens
 
     run = gen.run(pinning, make, Level(concurrency=2), requests=4, duration=None, warmup=0)
-    assert [s.result.output_tokens for s in run.samples] == [12] * 4 and not any(s.stopped_early for s in run.samples)
+    assert [s.result.output_tokens for s in run.samples] == [12] * 7 and not any(s.stopped_early for s in run.samples)
     run = gen.run(gen.sender(url), make, Level(concurrency=2), requests=4, duration=None, warmup=0)
     assert all(s.stopped_early for s in run.samples)  # an engine that cannot pin stops at its own end (5 tokens)
     assert "4 answers stopped before the pinned output length" in summarize_level(run, None).flags[0]

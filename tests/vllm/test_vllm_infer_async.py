@@ -49,7 +49,7 @@ def test_a_pinned_load_level_sends_vllms_fields(remote, server):
     ref = remote.resolve(f"vllm:{MODEL}")
     make = workload([], LoadProfile(prompt_tokens=16, output_tokens=6), max_tokens=None, timeout=10)
     run = run_level_async(remote.async_infer(ref), make, Level(concurrency=3), requests=6, duration=None, warmup=0)
-    assert len(run.samples) == 6 and all(s.result.ok for s in run.samples)
+    assert len(run.samples) == 4 + 6 and all(s.result.ok for s in run.samples)  # the ramp-up's 4, then 6
     body = server.requests[-1]["body"]
     assert (body["model"], body["ignore_eos"], body["min_tokens"], body["max_tokens"]) == ("qwen-small", True, 6, 6)
 
