@@ -32,8 +32,9 @@ LOAD_TERMS: tuple[tuple[str, str], ...] = (
                         "is the requests done inside the window that met every bound, per second."),
     ("capacity", "The largest level at which at least `share` (default 90 %) of the level's requests met the SLO; "
                  "'not reached' when none did."),
-    ("saturation", "Output tokens/s growing by less than 10 % from one concurrency to the next while TTFT p50 grows "
-                   "by more than 20 %: named in the console and the results with the engine's parallelism setting."),
+    ("saturation", "Output tokens/s growing by less than a tenth of the growth in requests in flight from one "
+                   "concurrency to the next (N to 2N: under 10 %; 1 to 4: under 30 %) while TTFT p50 grows by more "
+                   "than 20 %: named in the console and the results with the engine's parallelism setting."),
     ("client health", "client_cpu is the CPU the Jarvis process used during the level, as a share of one core: above "
                       "80 % the level is flagged (the client may be the bottleneck); so is an open-loop level whose "
                       "achieved rate fell below 95 % of the schedule."),

@@ -277,6 +277,13 @@ def test_saturation_names_the_setting_that_limits_it():
     levels[1].output_tps, levels[2].output_tps = 100.0, 200.0
     assert saturation(levels, None, "vllm") is None
 
+    # Judged against the growth in requests in flight: 1 → 4 is three times more, so 20 % more throughput is
+    # saturated (a tenth of what perfect scaling gives is 30 %), where 1 → 2 with 20 % more is not.
+    one, two, four = levels
+    four.output_tps = two.output_tps = 60.0
+    assert saturation([one, four], None, "llamacpp").startswith("throughput stops growing beyond 1 in flight")
+    assert saturation([one, two], None, "llamacpp") is None
+
 
 def test_synthetic_prompts_are_about_the_asked_length_and_never_share_a_prefix():
     a, b = synthetic_prompt(1, 200, seed=42), synthetic_prompt(2, 200, seed=42)
