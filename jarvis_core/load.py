@@ -295,7 +295,7 @@ def run_level(send: Callable[[ChatRequest], InferResult], make_request: Callable
         probe = threading.Thread(target=send_one, args=(0,), daemon=True, name="jarvis-load-ramp")
         probe.start()
         _join([probe], stop)
-        starts = ramp_starts(users, clock() - t0, clock())
+        starts = ramp_starts(users, clock() - t0 if samples and samples[0].result.ok else 0, clock())
         deadline = starts[-1] + int(duration * 1e9) if duration is not None else None
         counter = iter(range(users + 1, total if total is not None else 10**12))
 
@@ -379,9 +379,10 @@ def closed_loop_warmup(level: Level, warmup: int) -> int:
 
 def ramp_starts(users: int, answer_ns: int, now: int) -> list[int]:
     """When each of a closed loop's N users sends its first request (`perf_counter_ns`): one after another from
-    `now`, spread evenly over `answer_ns`, the time one request took alone. Started together, N answers of one length
-    end together and the next N requests go out in one burst, every round: a herd no N independent users make, which
-    measures how the client and the engine cope with bursts instead of N users in steady state."""
+    `now`, spread evenly over `answer_ns`, the time one request took alone (0 when it failed: a timeout is no answer
+    time, and the users then start at once). Started together, N answers of one length end together and the next N
+    requests go out in one burst, every round: a herd no N independent users make, which measures how the client and
+    the engine cope with bursts instead of N users in steady state."""
     return [now + user * answer_ns // users for user in range(users)]
 
 

@@ -113,7 +113,8 @@ class _Level:
         users = self.level.concurrency
         clock = time.perf_counter_ns
         await self._one(0, clock())
-        starts = ramp_starts(users, clock() - self.t0, clock())
+        answered = bool(self.samples) and self.samples[0].result.ok
+        starts = ramp_starts(users, clock() - self.t0 if answered else 0, clock())
         deadline = starts[-1] + int(self.duration * 1e9) if self.duration is not None else None
         counter = iter(range(users + 1, self.total if self.total is not None else 10**12))
 

@@ -132,6 +132,26 @@ def test_closed_loop_users_start_one_after_another_over_one_answer(load_server, 
     assert summary.window_s == pytest.approx((max(measured_sends) - max(min(measured_sends), ramp[-1])) / 1e9)
 
 
+def test_when_the_lone_request_fails_the_users_start_at_once(gen):
+    """A first request that failed (here after 1 s, as a timeout would) gives no answer time to spread over."""
+    import time
+
+    calls = []
+
+    def answer(request):
+        calls.append(request)
+        if len(calls) == 1:
+            time.sleep(1.0)
+            return InferResult(stream=True, t_send=time.perf_counter_ns(), error="timed out after 1 s")
+        now = time.perf_counter_ns()
+        return InferResult(stream=True, t_send=now, t_first_token=now + 1, t_last_token=now + 2, t_end=now + 2,
+                           chunk_times=[now + 1, now + 2], output_tokens=2)
+
+    run = gen.run(gen.answering(answer), requests_for(), Level(concurrency=4), requests=4, duration=None, warmup=0)
+    first_sends = sorted(s.t_scheduled for s in run.samples if 1 <= s.index <= 4)
+    assert len(first_sends) == 4 and (first_sends[-1] - first_sends[0]) / 1e9 < 0.5, "not spread over the 1 s failure"
+
+
 def test_a_closed_loop_duration_counts_from_the_end_of_the_ramp_up(load_server, gen):
     """A duration shorter than the ramp-up (0.2 s alone, then 0.15 s of starts) still measures: it begins when the
     last user has started."""
