@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Callable, Iterable, Iterator, Literal
 
 from .engine import ChatRequest, InferResult, Message, Parallelism
 from .metrics import percentile
@@ -295,9 +295,7 @@ def run_level(send: Callable[[ChatRequest], InferResult], make_request: Callable
         probe = threading.Thread(target=send_one, args=(0,), daemon=True, name="jarvis-load-ramp")
         probe.start()
         _join([probe], stop)
-        starts = ramp_starts(users, clock() - t0 if samples and samples[0].result.ok else 0, clock())
-        deadline = starts[-1] + int(duration * 1e9) if duration is not None else None
-        counter = iter(range(users + 1, total if total is not None else 10**12))
+        starts, deadline, counter = ramp_up(users, samples[0] if samples else None, clock() - t0, duration, total)
 
         def closed_worker(user: int) -> None:
             if stop.wait(max(0, starts[user] - clock()) / 1e9):
@@ -373,8 +371,19 @@ def run_level(send: Callable[[ChatRequest], InferResult], make_request: Callable
 
 
 def closed_loop_warmup(level: Level, warmup: int) -> int:
-    """Requests a level discards: `warmup`, and in closed loop at least the ramp-up's N + 1 (`ramp_starts`)."""
+    """Requests a level discards: `warmup`, and in closed loop at least the ramp-up's N + 1 (`ramp_up`)."""
     return max(warmup, level.concurrency + 1) if level.concurrency is not None else warmup
+
+
+def ramp_up(users: int, first: LoadSample | None, first_ns: int, duration: float | None,
+            total: int | None) -> tuple[list[int], int | None, Iterator[int]]:
+    """What follows a closed loop's lone first request (`first`, which took `first_ns`): when each user sends its first
+    request (`ramp_starts`: over that request's time, or at once when it failed or was not recorded), the `duration`'s
+    deadline (from the last user's start) and the indices of the requests after each user's first (N + 1 on)."""
+    answered = first is not None and first.result.ok
+    starts = ramp_starts(users, first_ns if answered else 0, time.perf_counter_ns())
+    deadline = starts[-1] + int(duration * 1e9) if duration is not None else None
+    return starts, deadline, iter(range(users + 1, total if total is not None else 10**12))
 
 
 def ramp_starts(users: int, answer_ns: int, now: int) -> list[int]:

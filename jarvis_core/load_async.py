@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable
 from .aio import close_sessions
 from .engine import ChatRequest, InferResult
 from .load import (DEFAULT_OPEN_LOOP_CAP, MAX_IN_FLIGHT, Level, LevelRun, LoadSample, arrival_offsets,
-                   closed_loop_warmup, failed, ramp_starts)
+                   closed_loop_warmup, failed, ramp_up)
 
 #: An open-loop request is started this long before it is due and then waits out the rest on the loop's clock: the
 #: loop's timers fire up to a millisecond late (epoll waits in whole milliseconds), which would be send lag.
@@ -107,16 +107,14 @@ class _Level:
         self.on_sample(sample)
 
     async def _closed(self) -> None:
-        """The ramp-up (`load.ramp_starts`): one request alone, then the N users one after another over its answer
+        """The ramp-up (`load.ramp_up`): one request alone, then the N users one after another over its answer
         time; from then on each user sends its next request the moment its answer is in."""
         assert self.level.concurrency is not None
         users = self.level.concurrency
         clock = time.perf_counter_ns
         await self._one(0, clock())
-        answered = bool(self.samples) and self.samples[0].result.ok
-        starts = ramp_starts(users, clock() - self.t0 if answered else 0, clock())
-        deadline = starts[-1] + int(self.duration * 1e9) if self.duration is not None else None
-        counter = iter(range(users + 1, self.total if self.total is not None else 10**12))
+        starts, deadline, counter = ramp_up(users, self.samples[0] if self.samples else None, clock() - self.t0,
+                                            self.duration, self.total)
 
         async def user(k: int) -> None:
             wait = (starts[k] - clock()) / 1e9
