@@ -56,8 +56,11 @@ def test_two_runs_of_the_same_model_compare_as_same(campaign: Campaign, gguf_dir
     figures = [(c["model"], c["test"], f["figure"], f["verdict"], f["change"], f["interval"])
                for c in data["cells"] for f in c["figures"]]
     not_same = [f for f in figures if f[3] != "same"]
-    # "Nearly everything": a real engine on a shared machine may push one or two figures past the noise of 8 samples,
-    # either way (CI once saw a TTFT of a few ms come out 53 % slower); more than that would be the verdict's fault.
+    # "Nearly everything": a real engine on a shared machine may push a cell past the noise of 8 samples, either way
+    # (CI once saw a TTFT of a few ms come out 53 % slower; once one cell's requests 9 % slower, which moved its E2E,
+    # decode rate and output tok/s together, as they are read from the same requests). So changes are counted by cell:
+    # two cells of six at most; more than that would be the verdict's fault.
+    changed_cells = {(f[0], f[1]) for f in not_same}
     worse = [f for f in not_same if f[3] == "worse"]
     assert result.exit_code == (1 if worse else 0), f"exit 1 exactly when something got worse: {not_same}"
     assert data["environment"] == [], "same machine, engine, model and command line (but the output folder)"
@@ -65,7 +68,7 @@ def test_two_runs_of_the_same_model_compare_as_same(campaign: Campaign, gguf_dir
         (m, t) for m in MODELS for t in ("capital", "colour", "count")}
     # streamed: TTFT, E2E, decode rate, output tok/s; not streamed: E2E and output tok/s (no TTFT, no decode rate)
     assert len(figures) == 3 * 4 + 3 * 2, figures
-    assert len(not_same) <= 2, f"more than a small fraction of unchanged figures was called a change: {not_same}"
+    assert len(changed_cells) <= 2, f"more than a small fraction of unchanged cells was called a change: {not_same}"
     assert {(c["figures"][0]["n_a"], c["figures"][0]["n_b"]) for c in data["cells"]} == {(8, 8)}, \
         "the four parts of each resumed run are read as one"
     assert [f for f in figures if f[5] is None] == [], "8 samples a side is enough for an interval"
