@@ -21,7 +21,7 @@ Three figures say what the machine itself allows, measured alongside in the same
   to someone else) and the stand-in's own CPU, so a level that falls short can be told apart from a machine that is
   full;
 - the wake-up floor of each open-loop level: a probe process that sends nothing wakes on its own Poisson schedule at
-  the same rate, the way the generator does (uvloop, woken early, then spinning to the due time), while the level
+  the same rate, the way the generator does (uvloop, woken early, then waiting for the due time), while the level
   runs. Its lateness is what this machine's scheduler adds to any send; the generator's send lag cannot go below it.
 """
 
@@ -77,18 +77,20 @@ def _child(args: argparse.Namespace) -> None:
 
 def _probe(args: argparse.Namespace) -> None:
     """The wake-up floor: sleep until each of a Poisson schedule's times as `run_level_async` does (on the same loop,
-    woken EARLY_WAKE_S early, then yielding until due) and print how late each wake-up was, in seconds."""
+    woken EARLY_START_S early, then waiting at the send gate until due) and print how late each wake-up was, in
+    seconds."""
     import asyncio
 
+    from jarvis_core.aio import spin_until
     from jarvis_core.load import arrival_offsets
-    from jarvis_core.load_async import EARLY_WAKE_S, _runner, spin_until
+    from jarvis_core.load_async import EARLY_START_S, _runner
 
     async def main() -> list[float]:
         clock = time.perf_counter_ns
         t0, late = clock(), []
         for offset in arrival_offsets(args.rate, args.requests, arrival="poisson", seed=2):
             due = t0 + int(offset * 1e9)
-            wait = (due - clock()) / 1e9 - EARLY_WAKE_S
+            wait = (due - clock()) / 1e9 - EARLY_START_S
             if wait > 0:
                 await asyncio.sleep(wait)
             await spin_until(due)

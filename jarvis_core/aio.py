@@ -5,6 +5,12 @@ Sessions are per event loop and address: `session_for(address)` inside a load le
 level's loop ends. Stamps follow docs/metrics.md as in `openai_api.chat`: `t_send` when the request body is handed to
 the connection, a read's arrival stamp taken before any parsing.
 
+Open-loop levels send each request at a scheduled time. Building a request and taking a connection for it (opening a
+new one when every pooled connection is busy) take from a fraction of a millisecond to several, so the load generator
+starts a request a little early inside `send_at(due)`, and the send path holds it at the *send gate* (`until_due()`)
+once its connection is ready, just before writing: what is left at the due time is the write alone. `post_chat` passes
+the gate through aiohttp's connection trace; a plugin writing by other means awaits `until_due()` itself.
+
 asyncio and aiohttp are imported inside the functions: every plugin imports this module (through `jarvis_core.api`)
 when it loads, and `jarvis --help` loads the plugins.
 """
@@ -13,7 +19,9 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 from .engine import ChatRequest, InferResult
 from .http import MAX_CONNECTIONS, error_message
@@ -25,6 +33,58 @@ if TYPE_CHECKING:
     import aiohttp
 
 _sessions: dict[tuple[int, str], aiohttp.ClientSession] = {}
+
+
+class SendGate:
+    """A request's due time (a `perf_counter_ns` stamp), for a request started before it is due. `passed` once the
+    send path reached the gate; `on_pass` is then called, once."""
+
+    __slots__ = ("due", "passed", "on_pass")
+
+    def __init__(self, due: int, on_pass: Callable[[], None] | None = None) -> None:
+        self.due, self.passed, self.on_pass = due, False, on_pass
+
+    async def wait(self) -> None:
+        self.passed = True
+        if self.on_pass is not None:
+            self.on_pass()
+        await spin_until(self.due)
+
+
+_gate: ContextVar[SendGate | None] = ContextVar("jarvis_send_gate", default=None)
+
+
+@contextmanager
+def send_at(due: int, on_pass: Callable[[], None] | None = None) -> Iterator[SendGate]:
+    """Inside this block (one task), the request being sent is not to be written before `due`: `until_due()` waits
+    for it. The gate tells whether the send path reached it (`gate.passed`): a send that never does must not be
+    started early."""
+    gate = SendGate(due, on_pass)
+    token = _gate.set(gate)
+    try:
+        yield gate
+    finally:
+        _gate.reset(token)
+
+
+async def until_due() -> None:
+    """The send gate: await it just before writing a request. Inside a load level's `send_at(due)` it returns at the
+    due time (at once if that has passed, or on a second call); anywhere else at once. `post_chat` awaits it once the
+    request's connection is ready; an `infer_async` that writes its request by other means should await it too, or
+    its open-loop requests are started only at their due time, and building them and connecting count as send lag."""
+    gate = _gate.get()
+    if gate is not None and not gate.passed:
+        await gate.wait()
+
+
+async def spin_until(due: int) -> None:
+    """Return at `due` (a `perf_counter_ns` stamp), not a timer's millisecond later: sleep until 1.5 ms before it,
+    then yield to the loop until it is time."""
+    import asyncio
+
+    clock = time.perf_counter_ns
+    while (left := due - clock()) > 0:
+        await asyncio.sleep((left - 1_500_000) / 1e9 if left > 2_000_000 else 0)
 
 
 def session_for(address: str) -> aiohttp.ClientSession:
@@ -40,12 +100,18 @@ def session_for(address: str) -> aiohttp.ClientSession:
     if session is None or session.closed:
         trace = aiohttp.TraceConfig()
         trace.on_request_chunk_sent.append(_on_chunk_sent)
+        trace.on_connection_reuseconn.append(_on_connection_ready)  # a pooled connection, or
+        trace.on_connection_create_end.append(_on_connection_ready)  # a new one: either way, right before writing
         session = _sessions[key] = aiohttp.ClientSession(
             base_url=address, trust_env=False, auto_decompress=False, trace_configs=[trace],
             headers={"Accept-Encoding": "identity"},
             connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, limit_per_host=MAX_CONNECTIONS),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0))
     return session
+
+
+async def _on_connection_ready(session: Any, context: Any, params: Any) -> None:
+    await until_due()
 
 
 async def _on_chunk_sent(session: Any, context: Any, params: Any) -> None:
@@ -88,7 +154,9 @@ async def post_chat(address: str, path: str, body: bytes, request: ChatRequest, 
     result = InferResult(stream=request.stream, t_send=0)
     clock = time.perf_counter_ns
     session = session_for(address)
-    result.t_send = clock()  # kept if the request never gets written; the session's trace stamps the body's end
+    gate = _gate.get()
+    # Kept if the request never gets written (no earlier than it was due); the session's trace stamps the body's end.
+    result.t_send = max(clock(), gate.due) if gate is not None else clock()
     try:
         async with timeout_after(request.timeout):
             async with session.post(path, data=body, headers={"Content-Type": "application/json", **(headers or {})},

@@ -22,7 +22,7 @@ from .engine import (
     TokenSource,
     WarmupResult,
 )
-from .aio import StreamFeed, openai_chat_async, post_chat, session_for, timeout_after
+from .aio import StreamFeed, openai_chat_async, post_chat, session_for, timeout_after, until_due
 from .errors import (
     ConfigError,
     EngineError,
@@ -79,7 +79,7 @@ __all__ = [
     "make_client", "shared_client", "close_shared", "http_answer", "stamped_lines", "read_stamped", "error_message",
     "openai_chat", "openai_models", "openai_serves",
     # the same from an event loop, for `infer_async` (load levels)
-    "openai_chat_async", "post_chat", "StreamFeed", "session_for", "timeout_after",
+    "openai_chat_async", "post_chat", "StreamFeed", "session_for", "timeout_after", "until_due",
     # warmup
     "warm", "warmup_request", "WARMUP_PROMPT",
     # the Hugging Face Hub: a repo's files, and resumable downloads into the hub cache (`pip install 'jarvis-core[hub]'`)

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any, Awaitable, Callable
 
-from .aio import close_sessions
+from .aio import close_sessions, send_at, spin_until
 from .engine import ChatRequest, InferResult
 from .load import (DEFAULT_OPEN_LOOP_CAP, MAX_IN_FLIGHT, Level, LevelRun, LoadSample, arrival_offsets,
                    closed_loop_warmup, failed, ramp_up)
@@ -22,6 +22,10 @@ from .load import (DEFAULT_OPEN_LOOP_CAP, MAX_IN_FLIGHT, Level, LevelRun, LoadSa
 #: An open-loop request is started this long before it is due and then waits out the rest on the loop's clock: the
 #: loop's timers fire up to a millisecond late (epoll waits in whole milliseconds), which would be send lag.
 EARLY_WAKE_S = 0.0015
+#: Once the engine's send path is seen to hold requests at the send gate (`aio.until_due`), open-loop requests start
+#: this long before they are due: building one and taking its connection (a new one takes ~1 ms here, several under
+#: load) happen ahead, and only the write is left at the due time (benchmarks/RESULTS.md, item 8).
+EARLY_START_S = 0.005
 
 AsyncSend = Callable[[ChatRequest], Awaitable[InferResult]]
 
@@ -73,6 +77,7 @@ class _Level:
         self.on_sample, self.stop = on_sample, stop
         self.samples: list[LoadSample] = []
         self.in_flight = 0
+        self.early = False  # open loop: a request reached the send gate, so later ones may start early
         self.t0 = self.cpu0 = 0
         self.wall = self.cpu = 0.0
 
@@ -91,7 +96,7 @@ class _Level:
 
     async def _one(self, index: int, t_scheduled: int) -> None:
         request = self.make_request(index)
-        t_start = time.perf_counter_ns()
+        t_start = max(time.perf_counter_ns(), t_scheduled)  # started early, it waits at the send gate until due
         self.in_flight += 1
         try:
             result = await self.send(request)
@@ -137,17 +142,22 @@ class _Level:
         offsets = arrival_offsets(self.level.rate, count, arrival=self.arrival, seed=self.seed)
         slots = asyncio.Semaphore(min(self.max_concurrency or DEFAULT_OPEN_LOOP_CAP, MAX_IN_FLIGHT))
 
+        def gate_passed() -> None:
+            self.early = True
+
         async def due(index: int, t_scheduled: int) -> None:
             async with slots:
-                await spin_until(t_scheduled)  # woken early: wait out the rest, then send at once
-                await self._one(index, t_scheduled)
+                if not self.early:  # until the send path is seen to hold requests at the gate: wait out the rest
+                    await spin_until(t_scheduled)
+                with send_at(t_scheduled, gate_passed):
+                    await self._one(index, t_scheduled)
 
         tasks: list[asyncio.Task[None]] = []
         for index, offset in enumerate(offsets):
             t_scheduled = self.t0 + int(offset * 1e9)
             if (deadline is not None and t_scheduled >= deadline) or self.stop.is_set():
                 break
-            wait = (t_scheduled - clock()) / 1e9 - EARLY_WAKE_S
+            wait = (t_scheduled - clock()) / 1e9 - (EARLY_START_S if self.early else EARLY_WAKE_S)
             if wait > 0:
                 await asyncio.sleep(wait)
             tasks.append(asyncio.ensure_future(due(index, t_scheduled)))
@@ -157,14 +167,6 @@ class _Level:
         self.samples.sort(key=lambda s: s.index)
         return LevelRun(self.level, self.samples, self.t0, self.wall, self.cpu,
                         cancelled=self.in_flight if self.stop.is_set() else 0)
-
-
-async def spin_until(due: int) -> None:
-    """Return at `due` (a `perf_counter_ns` stamp), not a timer's millisecond later: sleep while more than 2 ms is
-    left, then yield to the loop until it is time."""
-    clock = time.perf_counter_ns
-    while (left := due - clock()) > 0:
-        await asyncio.sleep(left / 1e9 if left > 2_000_000 else 0)
 
 
 async def _gather(aws: list) -> None:
