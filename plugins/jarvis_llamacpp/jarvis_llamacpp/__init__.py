@@ -30,14 +30,12 @@ from jarvis_core.api import (
     warm,
 )
 
-from . import server
 from .hub import is_hub_name
 from .models import known_model, model_file
-from .settings import LlamaCppSettings
+from .settings import ENGINE, LlamaCppSettings
 
 __version__ = "0.2.1"
 
-ENGINE = server.ENGINE
 PREFIXES = ("lc_", "llamacpp:")
 
 
@@ -50,6 +48,7 @@ def register_engines(register: Callable[[EngineSpec], None]) -> None:
 
 @hookimpl
 def detect(ctx: EngineContext) -> Detection:
+    from . import server
     from .runtime import not_installed_message, probe
 
     runtime = probe(ctx.settings.python)
@@ -71,6 +70,7 @@ def detect(ctx: EngineContext) -> Detection:
 
 @hookimpl
 def is_available(ctx: EngineContext, model: ModelRef) -> Availability:
+    from . import server
     from .models import looks_like_gguf, sha256_of
 
     if is_hub_name(model.name):
@@ -132,6 +132,8 @@ def pull(ctx: EngineContext, model: ModelRef) -> Availability:
 
 @hookimpl
 def start(ctx: EngineContext, model: ModelRef) -> StartResult:
+    from . import server
+
     _targets.clear()
     return server.start(ctx, model.name)
 
@@ -154,6 +156,8 @@ async def infer_async(ctx: EngineContext, model: ModelRef, request: ChatRequest)
     # state file is read then), not per request; start and stop forget it.
     target = _targets.get((id(ctx), model.name))
     if target is None:
+        from . import server
+
         record = server.serving_record(ctx, model.name)
         if record is None or not record.address:
             return _not_serving(ctx, model, request)
@@ -169,11 +173,15 @@ _targets: dict[tuple[int, str], tuple[str, str]] = {}
 
 @hookimpl
 def stop(ctx: EngineContext) -> StopResult:
+    from . import server
+
     _targets.clear()
     return server.stop(ctx)
 
 
 def _send(ctx: EngineContext, model: ModelRef, request: ChatRequest) -> InferResult:
+    from . import server
+
     record = server.serving_record(ctx, model.name)
     if record is None or not record.address:
         return _not_serving(ctx, model, request)

@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping
 
+from .settings import ENGINE
+
 if TYPE_CHECKING:
     from jarvis_core.api import Availability, Progress
 
-ENGINE = "llamacpp"
 HUB_PREFIXES = ("hf.co/", "huggingface.co/")
 DEFAULT_QUANT = "Q4_K_M"
 """Picked when an ID names no quantization and the repo holds more than one GGUF (as Ollama does)."""

@@ -33,9 +33,8 @@ from jarvis_core.api import (
 from .hub import is_hub_name
 from .models import is_path, known_model, model_file
 from .runtime import not_installed_message, probe
-from .settings import MODELS_ENV, LlamaCppSettings
+from .settings import ENGINE, MODELS_ENV, LlamaCppSettings
 
-ENGINE = "llamacpp"
 KIND = "process"
 PORT_CLOSE_TIMEOUT = 10.0
 # llama_cpp.server serves every request under one lock around its model (app.py `get_llama_proxy`): one request is

@@ -11,6 +11,7 @@ from typing import Mapping
 
 from jarvis_core.api import bounded, redact_argv
 
+ENGINE = "llamacpp"
 MODELS_ENV = "JARVIS_LLAMACPP_MODELS"
 """Environment variable naming the models folder; when set it wins over config.yaml."""
 
