@@ -223,7 +223,7 @@ def run(setups_path: str | None, config_path: str | None, selected: tuple[str, .
     from .setups import find_setups, load_suite
 
     done: set = set()
-    levels: set = set()
+    levels: dict = {}
     if resume:
         out_dir = Path(resume)
         results = out_dir / "results.jsonl"
@@ -381,7 +381,8 @@ def bench(model_id: str, concurrency: str | None, rate: str | None, sweep: bool,
     _, report, page = _campaign(session, runner, plan)
     records = list(read_results(runner.results_path))
     levels = [r for r in records if r.get("type") == "load_level"]
-    measured = [r for r in levels if "status" not in r]
+    measured = [r for r in levels if r.get("status") in (None, "error")]  # "error": every request failed
+    not_run = [r for r in levels if r not in measured]
     found = next((r for r in records if r.get("type") == "load_capacity"), {})
     if as_json:
         keys = ("concurrency", "rate", "requests_ok", "requests_error", "output_tps", "request_rate", "goodput_rps",
@@ -391,14 +392,12 @@ def bench(model_id: str, concurrency: str | None, rate: str | None, sweep: bool,
                    "capacity": found.get("users") or found.get("rate") or (
                        {"concurrency": None, "slo": profile.slo.to_json()} if profile.slo else None),
                    "saturation": found.get("saturation"), "parallelism": found.get("parallelism"),
-                   "not_run": [{"status": r["status"], "reason": r.get("reason")} for r in levels if "status" in r][:1],
+                   "not_run": [{"status": r["status"], "reason": r.get("reason")} for r in not_run][:1],
                    "results": str(runner.results_path), "report": str(report),
                    "html": str(page) if page else None})
     else:
-        for r in levels:
-            if "status" in r:
-                echo(f"{r['status'].upper() if r['status'] == 'missing' else r['status']}: {r.get('reason')}")
-                break
+        for r in not_run[:1]:
+            echo(f"{r['status'].upper() if r['status'] == 'missing' else r['status']}: {r.get('reason')}")
         echo(f"\nResults: {runner.results_path}\nReport:  {report}" + (f"\nPage:    {page}" if page else ""))
     if runner.interrupted:
         raise SystemExit(130)

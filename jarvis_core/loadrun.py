@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 from .console import table
 from .engine import Parallelism
@@ -24,12 +24,13 @@ from .load import (
     summarize_level,
     workload,
 )
-from .results import now_iso
+from .results import Status, now_iso
 
 #: Open-loop rates a sweep measures between the synchronous and the saturated request rate.
 SWEEP_STEPS = 5
-#: Requests in flight for the saturation level of a sweep, unless `max_concurrency` says otherwise.
-SWEEP_SATURATION = 32
+#: Requests in flight for the saturation level of a sweep when neither `max_concurrency` nor the engine says more
+#: (`sweep_saturation`), and the bounds of twice the engine's parallelism.
+SWEEP_SATURATION, SWEEP_SATURATION_MIN, SWEEP_SATURATION_MAX = 32, 4, 256
 
 
 @dataclass
@@ -47,22 +48,29 @@ class LoadOutcome:
 def run_profile(profile: LoadProfile, *, send: Callable[[Any], Any], prompts: list[list[tuple[str, str]]],
                 max_tokens: int | None, timeout: float, address: str, engine: str,
                 parallelism: Parallelism | None, write: Callable[[dict[str, Any]], None],
-                identity: dict[str, Any], done: set[tuple[Any, Any]], say: Callable[[str], None],
+                identity: dict[str, Any], done: Mapping[tuple[Any, Any], LevelSummary], say: Callable[[str], None],
                 send_async: Callable[[Any], Awaitable[Any]] | None = None) -> LoadOutcome:
-    """Every level of `profile` (a sweep's levels chosen as it goes), skipping those in `done` (--resume). `identity`
+    """Every level of `profile` (a sweep's levels chosen as it goes). A level in `done` ((concurrency, rate) → its
+    summary, read back by --resume) is not measured again, nor is one measured twice in this run (a sweep's own level
+    also listed); their summaries still count for the sweep, the capacity and the saturation line. `identity`
     (setup, model, engine) goes into every record. With `send_async` (the engine's `infer_async`) a level's requests
     are driven from one event loop, else each from a thread through `send`. Ctrl-C cancels the requests in flight (the
     engine's connections are closed), keeps what was measured and re-raises, so the runner stops the engine."""
     make = workload(prompts, profile, max_tokens=max_tokens, timeout=timeout)
     summaries: list[LevelSummary] = []
+    known: dict[tuple[Any, Any], LevelSummary] = dict(done)
     if parallelism is not None:
         shown = parallelism.value if parallelism.value is not None else "unknown"
         say(f"  load: {engine} serves {shown} requests at once ({parallelism.setting})"
             + (f"; {parallelism.detail}" if parallelism.detail else ""))
 
-    def one(level: Level) -> LevelSummary | None:
-        if (level.concurrency, level.rate) in done:
-            return None
+    def one(level: Level) -> LevelSummary:
+        key = (level.concurrency, level.rate)
+        if key in known:
+            if all(s is not known[key] for s in summaries):
+                summaries.append(known[key])
+                say(f"  load {level.describe()}: measured before (--resume)")
+            return known[key]
         stop = threading.Event()
 
         t0 = time.perf_counter_ns()  # offsets in the records are from here
@@ -86,9 +94,11 @@ def run_profile(profile: LoadProfile, *, send: Callable[[Any], Any], prompts: li
             close_shared(address)  # the requests in flight end now, not after their timeout
             say(f"  load {level.describe()}: interrupted; the requests in flight were cancelled")
             raise
-        summary = summarize_level(run, profile.slo)
+        summary = known[key] = summarize_level(run, profile.slo)
         summaries.append(summary)
-        write({"type": "load_level", **identity, **summary.to_json(), "wall_s": run.wall_s,
+        # A level whose every request failed is an error row (its figures are empty), never an "ok" level at zero.
+        status = {"status": Status.ERROR.value, "reason": summary.flags[-1]} if summary.all_failed else {}
+        write({"type": "load_level", **identity, **summary.to_json(), **status, "wall_s": run.wall_s,
                "parallelism": _parallelism_json(parallelism), "profile": profile.to_json(), "time": now_iso()})
         say("  " + level_line(summary))
         for flag in summary.flags:
@@ -98,9 +108,10 @@ def run_profile(profile: LoadProfile, *, send: Callable[[Any], Any], prompts: li
     for level in profile.levels():
         one(level)
     if profile.sweep:
-        _sweep(profile, one)
+        _sweep(profile, one, parallelism)
     outcome = LoadOutcome(summaries, *capacity(summaries, profile.slo, profile.share) if profile.slo else (None, None),
                           saturation=saturation(summaries, parallelism, engine))
+    summaries.sort(key=lambda s: (s.level.rate is not None, s.level.x))
     if summaries:
         say(level_table(summaries))
     for line in (outcome.users, outcome.rate):
@@ -116,23 +127,33 @@ def run_profile(profile: LoadProfile, *, send: Callable[[Any], Any], prompts: li
     return outcome
 
 
-def _sweep(profile: LoadProfile, one: Callable[[Level], LevelSummary | None]) -> None:
+def _sweep(profile: LoadProfile, one: Callable[[Level], LevelSummary], parallelism: Parallelism | None) -> None:
     """The automatic profile: synchronous (1 in flight) and saturated throughput, then open-loop rates between them;
     it stops once two levels in a row miss the SLO."""
     sync = one(Level(concurrency=1))
-    saturated = one(Level(concurrency=profile.max_concurrency or SWEEP_SATURATION))
-    low = sync.request_rate if sync is not None else None
-    high = saturated.request_rate if saturated is not None else None
+    saturated = one(Level(concurrency=sweep_saturation(profile, parallelism)))
+    low, high = sync.request_rate, saturated.request_rate
     if not low or not high or high <= low:
         return
     failed = 0
     for step in range(1, SWEEP_STEPS + 1):
         rate = round(low + (high - low) * step / (SWEEP_STEPS + 1), 3)
         summary = one(Level(rate=rate))
-        missed = summary is not None and profile.slo is not None and (summary.slo_share or 0) < profile.share
+        missed = profile.slo is not None and (summary.slo_share or 0) < profile.share
         failed = failed + 1 if missed else 0
         if failed >= 2:
             return
+
+
+def sweep_saturation(profile: LoadProfile, parallelism: Parallelism | None) -> int:
+    """Requests in flight for a sweep's saturation level: `max_concurrency` when set; else twice what the engine
+    serves at once, when it says (every slot busy, as many waiting: throughput can grow no further), within
+    [SWEEP_SATURATION_MIN, SWEEP_SATURATION_MAX]; else SWEEP_SATURATION."""
+    if profile.max_concurrency:
+        return profile.max_concurrency
+    if parallelism is not None and parallelism.value:
+        return max(SWEEP_SATURATION_MIN, min(SWEEP_SATURATION_MAX, 2 * parallelism.value))
+    return SWEEP_SATURATION
 
 
 def _parallelism_json(parallelism: Parallelism | None) -> dict[str, Any] | None:
@@ -155,11 +176,14 @@ def level_table(summaries: list[LevelSummary]) -> str:
     def ms(x: float | None) -> str:
         return "-" if x is None else f"{x * 1000:.0f}"
 
+    def lag(x: float | None) -> str:  # a fraction of a millisecond, usually
+        return "-" if x is None else f"{x * 1000:.1f}"
+
     rows = [[s.level.describe(), f"{s.requests_ok}/{s.requests_ok + s.requests_error}",
              f"{s.output_tps:.1f}" if s.output_tps is not None else "-",
              f"{s.request_rate:.2f}" if s.request_rate is not None else "-",
              f"{s.goodput_rps:.2f}" if s.goodput_rps is not None else "-",
              ms(s.ttft_s["p50"]), ms(s.ttft_s["p90"]), ms(s.ttft_s["p99"]), ms(s.itl_s["p50"]), ms(s.e2e_s["p90"]),
-             ms(s.queue_wait_s["p99"]), f"{s.client_cpu:.0%}"] for s in summaries]
+             ms(s.queue_wait_s["p99"]), lag(s.send_lag_s["p99"]), f"{s.client_cpu:.0%}"] for s in summaries]
     return table(["level", "ok", "out tok/s", "req/s", "goodput", "TTFT p50", "p90", "p99", "ITL p50", "E2E p90",
-                  "wait p99", "client CPU"], rows, indent="    ")
+                  "wait p99", "send lag p99", "client CPU"], rows, indent="    ")

@@ -56,7 +56,8 @@ def load_columns() -> tuple[Column, ...]:
         Column("concurrency", "requests", "Closed loop: requests always in flight (empty for an open-loop level).",
                None, 11),
         Column("rate", "req/s", "Open loop: scheduled requests per second (empty for a closed-loop level).", RATE, 8),
-        Column("status", "", "ok when the level ran; missing, unavailable or error when it could not.", None, 10),
+        Column("status", "", "ok when the level ran; error when every request failed; missing or unavailable when "
+               "it could not run.", None, 10),
         Column("reason", "", "Why the level did not run, or what the client flagged about it.", None, 40),
         Column("requests_ok", "requests", "Measured requests that succeeded (warm-up ones excluded).", None, 10),
         Column("requests_error", "requests", "Measured requests that failed.", None, 10),

@@ -23,7 +23,7 @@ from .engine import ChatRequest, Detection, InferResult, Message, StartResult
 from .gpu import used_mib, wait_for_release
 from .http import close_shared
 from .errors import EngineUnavailableError, JarvisError, ModelMissingError
-from .load import Level
+from .load import Level, LevelSummary
 from .loadrun import run_profile
 from .metrics import figures
 from .modelid import ModelRef
@@ -51,8 +51,8 @@ class Runner:
     say: Callable[[str], None] = print
     done: set[SampleKey] = field(default_factory=set)
     """Samples already in results.jsonl (resume)."""
-    done_levels: set[tuple[Any, ...]] = field(default_factory=set)
-    """Load levels already measured (resume): (setup, model, concurrency, rate)."""
+    done_levels: dict[tuple[Any, ...], LevelSummary] = field(default_factory=dict)
+    """Load levels already measured (resume): (setup, model, concurrency, rate) → the level's summary."""
     repeat: int | None = None
     """Recorded in the run record; the plan already applied it."""
     missing_fix: str = "jarvis run --force-download"
@@ -94,7 +94,8 @@ class Runner:
 
     def _run_model(self, model: PlannedModel) -> None:
         todo = model.todo(self.done)
-        levels_done = {(c, r) for s, m, c, r in self.done_levels if (s, m) == (model.setup, model.label)}
+        levels_done = {(c, r): summary for (s, m, c, r), summary in self.done_levels.items()
+                       if (s, m) == (model.setup, model.label)}
         load_todo = model.load is not None and (model.load.sweep or any(
             (level.concurrency, level.rate) not in levels_done for level in model.load.levels()))
         if model.ref is None:
@@ -175,7 +176,8 @@ class Runner:
         if load_todo:
             self._run_load(model, started, levels_done)
 
-    def _run_load(self, model: PlannedModel, started: StartResult, levels_done: set[tuple[Any, Any]]) -> None:
+    def _run_load(self, model: PlannedModel, started: StartResult,
+                  levels_done: dict[tuple[Any, Any], LevelSummary]) -> None:
         assert model.ref is not None and model.load is not None and self._writer is not None
         ref = model.ref
         d = self.suite.defaults
@@ -341,9 +343,10 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def done_levels(results_path: Path) -> set[tuple[Any, ...]]:
-    """Load levels already measured in a results file, for --resume."""
-    return {(r.get("setup"), r.get("model"), r.get("concurrency"), r.get("rate"))
+def done_levels(results_path: Path) -> dict[tuple[Any, ...], LevelSummary]:
+    """Load levels already measured in a results file, for --resume: (setup, model, concurrency, rate) → summary.
+    Levels that could not run or whose every request failed (a `status`) are measured again."""
+    return {(r.get("setup"), r.get("model"), r.get("concurrency"), r.get("rate")): LevelSummary.from_json(r)
             for r in read_results(results_path) if r.get("type") == "load_level" and "status" not in r}
 
 

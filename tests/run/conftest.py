@@ -47,7 +47,7 @@ for _plugin in ("jarvis_ollama", "jarvis_vllm", "jarvis_llamacpp"):
     except ImportError:  # not pip-installed: use the source tree
         sys.path.insert(0, str(REPO / "plugins" / _plugin))
 
-import jarvis_llamacpp  # noqa: E402
+import jarvis_llamacpp.runtime  # noqa: E402
 import jarvis_ollama  # noqa: E402
 import jarvis_vllm  # noqa: E402
 

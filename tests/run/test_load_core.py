@@ -281,6 +281,36 @@ def test_slo_goodput_and_capacity_by_hand():
     assert capacity(levels, slo, 0.9)[0].sentence().startswith("capacity: not reached")
 
 
+def _open_level(due: list[float], started: list[float], rate: float) -> LevelRun:
+    samples = [sample(i, send=t, ttft=0.05, n=2, itl=0.01, scheduled=d) for i, (d, t) in enumerate(zip(due, started))]
+    for s, t in zip(samples, started):
+        s.t_start = int(t * 1e9)
+    return LevelRun(Level(rate=rate), samples, t0=0, wall_s=max(started) + 1, cpu_s=0.1)
+
+
+def test_falling_behind_is_judged_against_the_schedule_drawn_not_the_nominal_rate():
+    # A Poisson schedule at 1 req/s that happened to draw 10 requests in 6 s (1.5 req/s), sent on time: not behind.
+    due = [i * 6 / 9 for i in range(10)]
+    summary = summarize_level(_open_level(due, due, rate=1.0), None)
+    assert summary.achieved_rate == pytest.approx(1.5) and summary.flags == []
+    # One that drew 10 requests in 18 s (0.5 req/s), sent on time: not behind either, though 0.5 < 0.95 × 1.
+    slow = [i * 2 for i in range(10)]
+    assert summarize_level(_open_level(slow, slow, rate=1.0), None).flags == []
+    # The 1.5 req/s schedule sent at 1.2 req/s (each send later than the last): behind, whatever the nominal rate.
+    late = [i * 7.5 / 9 for i in range(10)]
+    flags = summarize_level(_open_level(due, late, rate=1.0), None).flags
+    assert flags == ["the client sent 1.20 req/s of 1.50 scheduled: it fell behind (raise max_concurrency, or the "
+                     "client is the limit)"]
+
+
+def test_a_client_using_most_of_a_core_is_flagged():
+    busy = LevelRun(Level(concurrency=2), [sample(0, send=0, ttft=0.1, n=2, itl=0.01)], t0=0, wall_s=2.0, cpu_s=1.7)
+    assert summarize_level(busy, None).flags == [
+        "the client used 85% of a core: the load generator may be the bottleneck"]
+    calm = LevelRun(Level(concurrency=2), [sample(0, send=0, ttft=0.1, n=2, itl=0.01)], t0=0, wall_s=2.0, cpu_s=1.5)
+    assert summarize_level(calm, None).flags == []
+
+
 def test_saturation_names_the_setting_that_limits_it():
     levels = []
     for n, tps, ttft in ((1, 50.0, 0.1), (2, 51.0, 0.3), (4, 51.5, 0.7)):

@@ -1,0 +1,102 @@
+"""A model's load profile as `jarvis run` drives it (`loadrun.run_profile`), against the scripted stand-in or a sender
+that fails: a level whose every request failed is an error row in the records, the Load sheet and its charts (never
+an "ok" level at zero); --resume neither measures a level again nor forgets it for the capacity, the saturation line
+or a sweep; a sweep measures one request at a time, then saturation (sized from the engine's parallelism), then rates
+between them, each level once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import pytest
+
+from jarvis_core.aio import openai_chat_async
+from jarvis_core.api import InferResult, Parallelism
+from jarvis_core.load import Level, LevelSummary, LoadProfile, Slo
+from jarvis_core.loadrun import SWEEP_SATURATION, run_profile, sweep_saturation
+from jarvis_core.report import write_report
+from tests.run.test_load_core import load_server  # noqa: F401 - a fixture
+
+IDENTITY = {"setup": "s", "model": "m", "engine": "e"}
+
+
+def drive(profile: LoadProfile, *, send=None, send_async=None, done=None, parallelism=None) -> tuple[Any, list, list]:
+    records: list[dict[str, Any]] = []
+    said: list[str] = []
+    outcome = run_profile(profile, send=send or (lambda request: None), send_async=send_async,
+                          prompts=[[("user", "hello")]], max_tokens=None, timeout=10, address="http://127.0.0.1:9",
+                          engine="e", parallelism=parallelism, write=records.append, identity=IDENTITY,
+                          done=done or {}, say=said.append)
+    return outcome, records, said
+
+
+def levels_of(records: list[dict[str, Any]]) -> list[tuple[Any, Any]]:
+    return [(r["concurrency"], r["rate"]) for r in records if r["type"] == "load_level"]
+
+
+def test_a_level_whose_every_request_failed_is_an_error_row_in_the_records_sheet_and_charts(tmp_path: Path):
+    def broken(request):
+        return InferResult(stream=True, t_send=1, error="HTTP 500: engine exploded")
+
+    _, records, said = drive(LoadProfile(concurrency=(1, 2), requests=3, warmup=0), send=broken)
+    levels = [r for r in records if r["type"] == "load_level"]
+    assert [(lv["status"], lv["reason"]) for lv in levels] == [("error", "every request failed: HTTP 500: engine "
+                                                                          "exploded")] * 2
+    assert any("! every request failed: HTTP 500: engine exploded" in line for line in said)
+
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    sheet = openpyxl.load_workbook(write_report(path, tmp_path / "report.xlsx"))["Load"]
+    header = [c.value for c in sheet[1]]
+    assert [row[header.index("status")] for row in sheet.iter_rows(min_row=2, max_row=3, values_only=True)] == \
+        ["error", "error"]
+    assert sheet._charts == [], "no chart plots a level with no figures (as a zero)"
+
+
+def test_resume_keeps_earlier_levels_for_the_capacity_and_measures_only_the_rest(load_server):  # noqa: F811
+    url = load_server(ttft=0.02, tokens=3, gap=0.005)
+    send_async = (lambda request: openai_chat_async(url, "load-model", request))
+    profile = LoadProfile(concurrency=(1, 2), requests=4, warmup=0, slo=Slo(ttft=5.0))
+    first, records, _ = drive(profile, send_async=send_async)
+    assert levels_of(records) == [(1, None), (2, None)] and first.users.level == Level(concurrency=2)
+
+    # The first level's record, read back as --resume does; the second level was interrupted (no record).
+    recorded = {(1, None): LevelSummary.from_json(next(r for r in records if r["type"] == "load_level"))}
+    assert recorded[(1, None)].to_json() == first.levels[0].to_json()
+    outcome, records, said = drive(profile, send_async=send_async, done=recorded)
+    assert levels_of(records) == [(2, None)], "only the level not measured before"
+    assert "  load 1 in flight: measured before (--resume)" in said
+    assert [s.level for s in outcome.levels] == [Level(concurrency=1), Level(concurrency=2)]
+    assert outcome.users.level == Level(concurrency=2), "the capacity weighs both levels"
+    capacity = next(r for r in records if r["type"] == "load_capacity")
+    assert capacity["users"]["concurrency"] == 2
+
+
+def test_a_sweep_measures_sync_saturation_then_rates_between_each_once(load_server):  # noqa: F811
+    url = load_server(ttft=0.02, tokens=3, gap=0.005, slots=2)
+    send_async = (lambda request: openai_chat_async(url, "load-model", request))
+    # 1 in flight is also listed: measured once, used by the sweep.
+    profile = LoadProfile(concurrency=(1,), sweep=True, requests=24, warmup=0, seed=3)
+    outcome, records, _ = drive(profile, send_async=send_async, parallelism=Parallelism("slots (--slots)", 2))
+    measured = levels_of(records)
+    assert measured[:2] == [(1, None), (4, None)], "sync, then twice the engine's 2 slots"
+    rates = [r for _, r in measured[2:]]
+    assert len(measured) == len(set(measured)), "no level measured twice"
+    assert rates and all(r is not None for r in rates) and rates == sorted(rates)
+    low, high = outcome.levels[0].request_rate, outcome.levels[1].request_rate
+    assert low < high and all(low < r < high for r in rates), (low, high, rates)
+
+
+@pytest.mark.parametrize("max_concurrency, parallelism, expected", [
+    (8, Parallelism("x", 2), 8),            # the user's cap wins
+    (None, Parallelism("x", 4), 8),          # twice what the engine serves at once
+    (None, Parallelism("x", 1), 4),          # at least 4
+    (None, Parallelism("x", 1024), 256),     # at most 256
+    (None, Parallelism("x", None), SWEEP_SATURATION),  # a server Jarvis did not start: unknown
+    (None, None, SWEEP_SATURATION),
+])
+def test_the_sweeps_saturation_level(max_concurrency, parallelism, expected):
+    assert sweep_saturation(LoadProfile(sweep=True, max_concurrency=max_concurrency), parallelism) == expected
