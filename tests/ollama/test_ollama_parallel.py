@@ -127,17 +127,69 @@ def test_ollama_num_parallel_from_jarvis_environment_is_what_the_server_gets(ses
         reused.parallelism.detail
 
 
-def test_a_server_jarvis_did_not_start_is_unknown(session_for, standin, ref):
+NO_LOG = "unknown: this Ollama server was not started by Jarvis, and no log of it says (the desktop apps' server.log)"
+
+
+def server_log(path, *, port: int, version: str, num_parallel: int, old_format: bool = False):
+    env = f"map[OLLAMA_DEBUG:false OLLAMA_HOST:http://127.0.0.1:{port} OLLAMA_NUM_PARALLEL:{num_parallel} " \
+          f"OLLAMA_ORIGINS:[http://localhost https://localhost]]"
+    if old_format:
+        lines = [f'2024/06/05 04:57:07 routes.go:1008: INFO server config env="{env}"',
+                 f"2024/06/05 04:57:07 routes.go:1054: INFO Listening on 127.0.0.1:{port} (version {version})"]
+    else:
+        lines = [f'time=2026-12-01T10:00:00.000+01:00 level=INFO source=routes.go:1259 msg="server config" env="{env}"',
+                 "time=2026-12-01T10:00:00.010+01:00 level=INFO source=images.go:757 msg=\"total blobs: 3\"",
+                 f'time=2026-12-01T10:00:00.020+01:00 level=INFO source=routes.go:1310 msg="Listening on '
+                 f'127.0.0.1:{port} (version {version})"']
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_server_jarvis_did_not_start_is_read_from_its_log_or_unknown(session_for, standin, ref, tmp_path,
+                                                                        monkeypatch):
+    from jarvis_ollama import serverlog
+
+    log = tmp_path / "Ollama" / "server.log"
+    monkeypatch.setattr(serverlog, "log_files", lambda: [tmp_path / "absent.log", log])
     server = standin(num_parallel=4)
     session = session_for(port=server.port)
     started = session.start(ref(session, "qwen2.5:0.5b"))
     assert not started.started
-    assert started.parallelism == Parallelism(PARALLEL_SETTING, None,
-                                              "unknown: this Ollama server was not started by Jarvis")
+    assert started.parallelism == Parallelism(PARALLEL_SETTING, None, NO_LOG)
     configured = session_for(port=server.port, num_parallel=2)
     found = configured.start(ref(configured, "qwen2.5:0.5b")).parallelism
-    assert found.value is None and found.detail.startswith("unknown: this Ollama server was not started by Jarvis; "
-                                                           "engines.ollama.num_parallel (2) does not apply")
+    assert found.value is None and found.detail.startswith(NO_LOG + "; engines.ollama.num_parallel (2) does not "
+                                                                    "apply")
+
+    version = httpx.get(f"http://127.0.0.1:{server.port}/api/version", trust_env=False).json()["version"]
+    server_log(log, port=server.port, version=version, num_parallel=4)
+    session = session_for(port=server.port)
+    assert session.start(ref(session, "qwen2.5:0.5b")).parallelism == Parallelism(
+        PARALLEL_SETTING, 4, f"from the server's log ({log})")
+
+    server_log(log, port=server.port, version=version, num_parallel=0)  # a later start, without the variable
+    session = session_for(port=server.port)
+    assert session.start(ref(session, "qwen2.5:0.5b")).parallelism == Parallelism(
+        PARALLEL_SETTING, None, f"not set, per the server's log ({log}): {PARALLEL_DEFAULT}")
+
+    server_log(log, port=server.port + 1, version=version, num_parallel=8)  # the log's last start is another server
+    session = session_for(port=server.port)
+    assert session.start(ref(session, "qwen2.5:0.5b")).parallelism == Parallelism(PARALLEL_SETTING, None, NO_LOG)
+
+
+def test_the_server_log_is_believed_only_for_the_server_that_answers(tmp_path):
+    from jarvis_ollama.serverlog import num_parallel_from_log
+
+    old = server_log(tmp_path / "old.log", port=11434, version="0.1.41", num_parallel=3, old_format=True)
+    assert num_parallel_from_log(old, port=11434, version="0.1.41") == 3
+    assert num_parallel_from_log(old, port=11434, version=None) == 3
+    assert num_parallel_from_log(old, port=11435, version="0.1.41") is None, "another port"
+    assert num_parallel_from_log(old, port=11434, version="0.5.7") is None, "another version"
+    assert num_parallel_from_log(tmp_path / "nothing.log", port=11434, version=None) is None
+    (tmp_path / "torn.log").write_text('msg="server config" env="map[OLLAMA_NUM_PARALLEL:2]"\n', encoding="utf-8")
+    assert num_parallel_from_log(tmp_path / "torn.log", port=11434, version=None) is None, "never listened"
 
 
 # --- infer from many threads ---------------------------------------------------------------------------------------

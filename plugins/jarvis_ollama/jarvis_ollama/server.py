@@ -221,11 +221,12 @@ def parallelism_for_start(settings: OllamaSettings, environ: Mapping[str, str]) 
                                                f"positive number, so {PARALLEL_DEFAULT} applies")
 
 
-def parallelism_of(settings: OllamaSettings, record: Record | None) -> Parallelism:
-    """What a running server serves at once: what Jarvis recorded when it started it; unknown for one it did not
-    start (Ollama's API does not tell). Says so when the configured `num_parallel` could not reach it."""
+def parallelism_of(settings: OllamaSettings, record: Record | None, version: str | None = None) -> Parallelism:
+    """What a running server serves at once: what Jarvis recorded when it started it; for one it did not start
+    (Ollama's API does not tell), what the server's own log says (`serverlog`), else unknown. Says so when the
+    configured `num_parallel` could not reach it."""
     if record is None:
-        found = Parallelism(PARALLEL_SETTING, None, "unknown: this Ollama server was not started by Jarvis")
+        found = _parallelism_from_log(settings, version)
     elif "num_parallel" not in record.data:
         found = Parallelism(PARALLEL_SETTING, None, "unknown: the Jarvis that started this server did not record it")
     else:
@@ -239,6 +240,21 @@ def parallelism_of(settings: OllamaSettings, record: Record | None) -> Paralleli
     return found
 
 
+def _parallelism_from_log(settings: OllamaSettings, version: str | None) -> Parallelism:
+    from urllib.parse import urlsplit
+
+    from .serverlog import log_files, num_parallel_from_log
+
+    port = urlsplit(settings.url).port or 11434
+    for path in log_files():
+        n = num_parallel_from_log(path, port=port, version=version)
+        if n is not None:
+            return (Parallelism(PARALLEL_SETTING, n, f"from the server's log ({path})") if n > 0 else
+                    Parallelism(PARALLEL_SETTING, None, f"not set, per the server's log ({path}): {PARALLEL_DEFAULT}"))
+    return Parallelism(PARALLEL_SETTING, None, "unknown: this Ollama server was not started by Jarvis, and no log "
+                                               "of it says (the desktop apps' server.log)")
+
+
 def ensure_running(ctx: EngineContext) -> StartResult:
     """Reuse the Ollama server that answers at the configured address, or start one: never a second one."""
     settings: OllamaSettings = ctx.settings
@@ -248,7 +264,7 @@ def ensure_running(ctx: EngineContext) -> StartResult:
         ours = running_records(ctx, url, any_run=True)
         detail = f"Ollama {found} at {url}" + (", started by Jarvis earlier" if ours else ", already running")
         return StartResult(address=url, started=False, detail=detail, version=found,
-                           parallelism=parallelism_of(settings, ours[0] if ours else None))
+                           parallelism=parallelism_of(settings, ours[0] if ours else None, found))
 
     starting = running_records(ctx, url, any_run=True)  # one of ours, still starting (another run's?)
     if starting:
