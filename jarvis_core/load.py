@@ -458,7 +458,8 @@ class LevelSummary:
         def pcts(key: str) -> dict[str, float | None]:
             return {k: (data.get(key) or {}).get(k) for k in ("p50", "p90", "p99")}
 
-        return cls(level=Level(data.get("concurrency"), data.get("rate")), requests_ok=int(data.get("requests_ok") or 0),
+        return cls(level=Level(data.get("concurrency"), data.get("rate")),
+                   requests_ok=int(data.get("requests_ok") or 0),
                    requests_error=int(data.get("requests_error") or 0), output_tps=data.get("output_tps"),
                    request_rate=data.get("request_rate"), goodput_rps=data.get("goodput_rps"),
                    slo_share=data.get("slo_share"), ttft_s=pcts("ttft_s"), itl_s=pcts("itl_s"), e2e_s=pcts("e2e_s"),

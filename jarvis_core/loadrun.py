@@ -16,8 +16,10 @@ from .http import close_shared
 from .load import (
     Capacity,
     Level,
+    LevelRun,
     LevelSummary,
     LoadProfile,
+    LoadSample,
     capacity,
     run_level,
     saturation,
@@ -31,6 +33,8 @@ SWEEP_STEPS = 5
 #: Requests in flight for the saturation level of a sweep when neither `max_concurrency` nor the engine says more
 #: (`sweep_saturation`), and the bounds of twice the engine's parallelism.
 SWEEP_SATURATION, SWEEP_SATURATION_MIN, SWEEP_SATURATION_MAX = 32, 4, 256
+#: The status of a level cut short by Ctrl-C: its row holds the figures of what was answered before.
+INTERRUPTED = "interrupted"
 
 
 @dataclass
@@ -73,9 +77,11 @@ def run_profile(profile: LoadProfile, *, send: Callable[[Any], Any], prompts: li
             return known[key]
         stop = threading.Event()
 
-        t0 = time.perf_counter_ns()  # offsets in the records are from here
+        t0, cpu0 = time.perf_counter_ns(), time.process_time()  # offsets in the records are from t0
+        seen: list[LoadSample] = []
 
-        def on_sample(sample: Any) -> None:
+        def on_sample(sample: LoadSample) -> None:
+            seen.append(sample)
             write({"type": "load_sample", **identity, "level": level.to_json(), **sample.to_record(t0),
                    "time": now_iso()})
 
@@ -93,6 +99,13 @@ def run_profile(profile: LoadProfile, *, send: Callable[[Any], Any], prompts: li
             stop.set()
             close_shared(address)  # the requests in flight end now, not after their timeout
             say(f"  load {level.describe()}: interrupted; the requests in flight were cancelled")
+            answered = sorted(seen, key=lambda sample: sample.index)
+            if any(not sample.warmup for sample in answered):  # the level's row, from what was measured
+                partial = LevelRun(level, answered, t0, (time.perf_counter_ns() - t0) / 1e9, time.process_time() - cpu0)
+                write({"type": "load_level", **identity, **summarize_level(partial, profile.slo).to_json(),
+                       "status": INTERRUPTED, "reason": f"Ctrl-C after {len(answered)} answers (the figures are "
+                       f"theirs); jarvis run --resume measures the level again", "wall_s": partial.wall_s,
+                       "parallelism": _parallelism_json(parallelism), "profile": profile.to_json(), "time": now_iso()})
             raise
         summary = known[key] = summarize_level(run, profile.slo)
         summaries.append(summary)
@@ -109,9 +122,9 @@ def run_profile(profile: LoadProfile, *, send: Callable[[Any], Any], prompts: li
         one(level)
     if profile.sweep:
         _sweep(profile, one, parallelism)
+    summaries.sort(key=lambda s: (s.level.rate is not None, s.level.x))  # a sweep measures 1, saturation, rates
     outcome = LoadOutcome(summaries, *capacity(summaries, profile.slo, profile.share) if profile.slo else (None, None),
                           saturation=saturation(summaries, parallelism, engine))
-    summaries.sort(key=lambda s: (s.level.rate is not None, s.level.x))
     if summaries:
         say(level_table(summaries))
     for line in (outcome.users, outcome.rate):

@@ -56,8 +56,9 @@ def load_columns() -> tuple[Column, ...]:
         Column("concurrency", "requests", "Closed loop: requests always in flight (empty for an open-loop level).",
                None, 11),
         Column("rate", "req/s", "Open loop: scheduled requests per second (empty for a closed-loop level).", RATE, 8),
-        Column("status", "", "ok when the level ran; error when every request failed; missing or unavailable when "
-               "it could not run.", None, 10),
+        Column("status", "", "ok when the level ran; error when every request failed; interrupted when Ctrl-C cut "
+               "it short (the figures of what was answered before); missing or unavailable when it could not run.",
+               None, 10),
         Column("reason", "", "Why the level did not run, or what the client flagged about it.", None, 40),
         Column("requests_ok", "requests", "Measured requests that succeeded (warm-up ones excluded).", None, 10),
         Column("requests_error", "requests", "Measured requests that failed.", None, 10),
@@ -85,13 +86,19 @@ def load_columns() -> tuple[Column, ...]:
 
 
 def load_rows(results_path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The `load_level` and `load_capacity` records of a results file, levels sorted by setup, model and load."""
-    levels, capacities = [], []
+    """The `load_level` and `load_capacity` records of a results file, levels sorted by setup, model and load. A level
+    recorded twice (interrupted or not run, then measured by --resume) is shown once: measured wins, else the last;
+    a model's capacity is its last record."""
+    by_level: dict[tuple[Any, ...], dict[str, Any]] = {}
+    by_model: dict[tuple[Any, ...], dict[str, Any]] = {}  # the last capacity: a resumed run's weighs every level
     for record in read_results(results_path):
         if record.get("type") == "load_level":
-            levels.append(record)
+            key = (record.get("setup"), record.get("model"), record.get("concurrency"), record.get("rate"))
+            if key not in by_level or "status" in by_level[key]:
+                by_level[key] = record
         elif record.get("type") == "load_capacity":
-            capacities.append(record)
+            by_model[(record.get("setup"), record.get("model"))] = record
+    levels, capacities = list(by_level.values()), list(by_model.values())
     levels.sort(key=lambda r: (str(r.get("setup")), str(r.get("model")), r.get("rate") is not None,
                                float(r.get("concurrency") or r.get("rate") or 0)))
     return levels, capacities

@@ -100,3 +100,24 @@ def test_a_sweep_measures_sync_saturation_then_rates_between_each_once(load_serv
 ])
 def test_the_sweeps_saturation_level(max_concurrency, parallelism, expected):
     assert sweep_saturation(LoadProfile(sweep=True, max_concurrency=max_concurrency), parallelism) == expected
+
+
+def test_a_level_measured_again_by_resume_is_one_row(tmp_path: Path):
+    """An interrupted level, then the same level measured by --resume (and the capacity written again): the Load sheet
+    shows the measured row once and the last capacity."""
+    def level(status: str | None, ok: int) -> dict[str, Any]:
+        record = {"type": "load_level", **IDENTITY, "concurrency": 2, "rate": None, "requests_ok": ok,
+                  "requests_error": 0, "output_tps": 10.0 * ok, "ttft_s": {"p50": 0.1, "p90": 0.1, "p99": 0.1}}
+        return {**record, "status": status, "reason": "Ctrl-C after 3 answers"} if status else record
+
+    def capacity(line: str) -> dict[str, Any]:
+        return {"type": "load_capacity", **IDENTITY, "lines": [line]}
+
+    path = tmp_path / "results.jsonl"
+    items = [level("interrupted", 3), capacity("capacity: not reached"), level(None, 8), capacity("capacity: 2 users")]
+    path.write_text("".join(json.dumps(r) + "\n" for r in items), encoding="utf-8")
+    sheet = openpyxl.load_workbook(write_report(path, tmp_path / "report.xlsx"))["Load"]
+    header = [c.value for c in sheet[1]]
+    rows = [r for r in sheet.iter_rows(min_row=2, values_only=True) if any(v is not None for v in r)]
+    assert [(r[header.index("status")], r[header.index("requests_ok")]) for r in rows[:1]] == [("ok", 8)]
+    assert [r[3] for r in rows[1:]] == ["capacity: 2 users"]

@@ -112,7 +112,8 @@ def test_ctrl_c_in_a_level_cancels_what_is_in_flight_and_keeps_what_was_measured
     out = campaign.root / "out"
     proc = campaign.spawn("run", "--output", "out")
     try:
-        wait_for(lambda: (out / "results.jsonl").is_file() and len(of_type(out, "load_sample")) >= 4
+        # the ramp-up's 5 are warm-up (one alone, then each user's first): wait for measured ones too
+        wait_for(lambda: (out / "results.jsonl").is_file() and len(of_type(out, "load_sample")) >= 7
                  or proc.poll() is not None, 60, "the first load samples")
         assert proc.poll() is None, campaign.output()
         proc.send_signal(signal.SIGINT)
@@ -123,7 +124,16 @@ def test_ctrl_c_in_a_level_cancels_what_is_in_flight_and_keeps_what_was_measured
     assert code == 130, output
     assert "interrupted; the requests in flight were cancelled" in output
     kept = of_type(out, "load_sample")
-    assert len(kept) >= 4 and all(s["status"] == "ok" for s in kept), "cancelled requests are not recorded"
+    assert len(kept) >= 7 and all(s["status"] == "ok" for s in kept), "cancelled requests are not recorded"
+    # The level keeps its row, from what was answered before the interrupt; --resume measures it again.
+    [level] = of_type(out, "load_level")
+    measured = [s for s in kept if not s["warmup"]]
+    assert (level["status"], level["requests_ok"], level["requests_error"]) == ("interrupted", len(measured), 0)
+    assert level["reason"].startswith(f"Ctrl-C after {len(kept)} answers")
+    sheet = openpyxl.load_workbook(out / "report.xlsx")["Load"]
+    header = [c.value for c in sheet[1]]
+    assert [row[header.index("status")] for row in sheet.iter_rows(min_row=2, max_row=2, values_only=True)] == \
+        ["interrupted"]
     assert records(out / "results.jsonl")[-1] == {**records(out / "results.jsonl")[-1], "type": "end",
                                                    "interrupted": True}
     assert StateStore(campaign.state_dir).records() == [], "the engine was stopped"
