@@ -2,19 +2,22 @@
 that fails: a level whose every request failed is an error row in the records, the Load sheet and its charts (never
 an "ok" level at zero); --resume neither measures a level again nor forgets it for the capacity, the saturation line
 or a sweep; a sweep measures one request at a time, then saturation (sized from the engine's parallelism), then rates
-between them, each level once."""
+between them, each level once; Ctrl-C cuts off every request in flight at the server (on both load generators)."""
 
 from __future__ import annotations
 
+import _thread
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openpyxl
 import pytest
 
 from jarvis_core.aio import openai_chat_async
-from jarvis_core.api import InferResult, Parallelism
+from jarvis_core.api import InferResult, Parallelism, openai_chat, shared_client
 from jarvis_core.load import Level, LevelSummary, LoadProfile, Slo
 from jarvis_core.loadrun import SWEEP_SATURATION, run_profile, sweep_saturation
 from jarvis_core.report import write_report
@@ -23,11 +26,12 @@ from tests.run.test_load_core import load_server  # noqa: F401 - a fixture
 IDENTITY = {"setup": "s", "model": "m", "engine": "e"}
 
 
-def drive(profile: LoadProfile, *, send=None, send_async=None, done=None, parallelism=None) -> tuple[Any, list, list]:
+def drive(profile: LoadProfile, *, send=None, send_async=None, done=None, parallelism=None,
+          address: str = "http://127.0.0.1:9") -> tuple[Any, list, list]:
     records: list[dict[str, Any]] = []
     said: list[str] = []
     outcome = run_profile(profile, send=send or (lambda request: None), send_async=send_async,
-                          prompts=[[("user", "hello")]], max_tokens=None, timeout=10, address="http://127.0.0.1:9",
+                          prompts=[[("user", "hello")]], max_tokens=None, timeout=10, address=address,
                           engine="e", parallelism=parallelism, write=records.append, identity=IDENTITY,
                           done=done or {}, say=said.append)
     return outcome, records, said
@@ -88,6 +92,44 @@ def test_a_sweep_measures_sync_saturation_then_rates_between_each_once(load_serv
     assert rates and all(r is not None for r in rates) and rates == sorted(rates)
     low, high = outcome.levels[0].request_rate, outcome.levels[1].request_rate
     assert low < high and all(low < r < high for r in rates), (low, high, rates)
+
+
+@pytest.mark.parametrize("generator", ["threads", "event loop"])
+def test_ctrl_c_in_a_level_cancels_every_request_in_flight_at_the_server(load_server, generator):  # noqa: F811
+    # Answers of about 1 s, 4 in flight: the interrupt comes as the second measured answer is recorded, with the other
+    # users in mid-answer. Were they left to run, the stand-in would finish them; cancelled, it finds their connections
+    # closed at its next token.
+    url = load_server(ttft=0.05, tokens=20, gap=0.05)
+    options: dict[str, Any] = dict(send=lambda request: openai_chat(shared_client(url), "load-model", request))
+    if generator == "event loop":
+        options["send_async"] = lambda request: openai_chat_async(url, "load-model", request)
+    records: list[dict[str, Any]] = []
+
+    def write(record: dict[str, Any]) -> None:
+        records.append(record)
+        if sum(1 for r in records if r["type"] == "load_sample" and not r["warmup"]) == 2:
+            _thread.interrupt_main()  # as Ctrl-C does: SIGINT's handler runs in the main thread
+
+    with pytest.raises(KeyboardInterrupt):
+        run_profile(LoadProfile(concurrency=(4,), requests=100, warmup=0), **options, address=url,
+                    prompts=[[("user", "hello")]], max_tokens=None, timeout=30, engine="e", parallelism=None,
+                    write=write, identity=IDENTITY, done={}, say=lambda line: None)
+
+    def stats() -> list[dict[str, Any]]:
+        return httpx.get(f"{url}/stats", trust_env=False).json()
+
+    deadline = time.monotonic() + 5
+    while any(s["done"] is None and s["gone"] is None for s in stats()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    seen = stats()
+    assert all(s["done"] is not None or s["gone"] is not None for s in seen), "a request is still being answered"
+    gone = [s for s in seen if s["gone"] is not None]
+    assert 1 <= len(gone) <= 4, "the requests in flight at the interrupt, and only they, were cut off"
+    assert all(s["done"] is None for s in gone)
+    samples = [r for r in records if r["type"] == "load_sample"]
+    assert len(samples) == len(seen) - len(gone), "every answered request is recorded, no cancelled one"
+    [level] = [r for r in records if r["type"] == "load_level"]
+    assert level["status"] == "interrupted"
 
 
 @pytest.mark.parametrize("max_concurrency, parallelism, expected", [

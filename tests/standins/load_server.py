@@ -9,7 +9,8 @@ SSE chunks (a role-only chunk first, usage last) or one JSON body. `max_tokens` 
 the others wait their turn (like vLLM's `--max-num-seqs`, llama.cpp's slots). Timestamps are `time.perf_counter_ns()`,
 CLOCK_MONOTONIC on Linux, so a client in another process can compare them with its own. `GET /stats` returns, per
 request in arrival order, its tag (the last message's text before its first colon), when it was received, started
-generating and sent its first and last token.
+generating, sent its first and last token, and finished the answer (`done`) or found the client gone in mid-answer
+(`gone`: the connection closed; checked before each token).
 
 Prints `{"port": P}` once listening; exits when stdin closes. Standard library only (uvloop where
 installed).
@@ -44,7 +45,7 @@ class LoadStandin:
                                if line.lower().startswith("content-length:")), 0)
                 body = json.loads(await reader.readexactly(length)) if length else {}
                 if method == "POST" and path == "/v1/chat/completions":
-                    await self.complete(writer, body, received)
+                    await self.complete(reader, writer, body, received)
                 elif path == "/v1/models":
                     self.send_json(writer, {"object": "list", "data": [{"id": self.model, "object": "model"}]})
                 elif path == "/stats":
@@ -64,14 +65,15 @@ class LoadStandin:
         writer.write(f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
                      .encode() + data)
 
-    async def complete(self, writer: asyncio.StreamWriter, body: dict, received: int) -> None:
+    async def complete(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: dict,
+                       received: int) -> None:
         limit = body.get("max_tokens")
         exact = bool(body.get("ignore_eos")) or bool(body.get("min_tokens"))
         count = int(limit) if exact and limit else min(self.tokens, int(limit)) if limit else self.tokens
         messages = body.get("messages") or [{}]
         tag = str(messages[-1].get("content", "")).split(":")[0][:40]  # "Request 17": which request this was
         stat: dict[str, int | str | None] = {"tag": tag, "received": received, "started": None, "first": None,
-                                             "last": None}
+                                             "last": None, "done": None, "gone": None}
         self.stats.append(stat)
         if self.slots is not None:
             await self.slots.acquire()
@@ -85,6 +87,9 @@ class LoadStandin:
                 delay = start + int((self.ttft + i * self.gap) * 1e9) - clock()
                 if delay > 0:
                     await asyncio.sleep(delay / 1e9)
+                if reader.at_eof() or writer.is_closing():  # the client closed the connection: stop generating
+                    stat["gone"] = clock()
+                    return
                 stat["last"] = clock()
                 if stat["first"] is None:
                     stat["first"] = stat["last"]
@@ -102,6 +107,7 @@ class LoadStandin:
                                         "choices": [{"index": 0, "finish_reason": reason, "message": {
                                             "role": "assistant", "content": "".join(f" w{i}" for i in range(count))}}]})
             await writer.drain()
+            stat["done"] = clock()
         finally:
             if self.slots is not None:
                 self.slots.release()
