@@ -483,20 +483,23 @@ class LevelSummary:
                 "achieved_rate": self.achieved_rate, "stopped_early": self.stopped_early, "flags": self.flags}
 
 
-def measured_window(samples: list[LoadSample]) -> tuple[int, int, str] | None:
+def measured_window(samples: list[LoadSample], *, open_loop: bool = False) -> tuple[int, int, str] | None:
     """(start, end, kind) of the window throughput is counted over. It starts when the first measured request is
     sent, or the last warm-up one if that was later (the warm-up is the ramp-up: in closed loop, until the last user
-    has started), and ends when the last request is sent: from then on fewer requests are in flight (the drain). When
-    that leaves no time (every request sent at once), the window runs to the last answer instead, and says
-    `with drain`."""
+    has started), and ends when the last request is sent: from then on fewer requests are in flight (the drain). In
+    open loop the requests in flight keep building up for about one answer's time after that (nothing is answered
+    yet), so the window starts later by the measured answers' E2E p90. When that leaves no time (every request sent
+    at once, or answers longer than the level), the window runs to the last answer instead, and says `with drain`."""
     measured = [s for s in samples if not s.warmup and s.result.t_send]
     if not measured:
         return None
     start = max([s.result.t_send for s in samples if s.warmup and s.result.t_send]
                 + [min(s.result.t_send for s in measured)])
     last_send = max(s.result.t_send for s in samples if s.result.t_send)
-    if last_send - start > 0 and len(measured) > 1:
-        return start, last_send, "steady"
+    ramp = _pcts(s.e2e_s for s in measured if s.result.ok)["p90"] if open_loop else None
+    steady_start = start + int((ramp or 0.0) * 1e9)
+    if last_send - steady_start > 0 and len(measured) > 1:
+        return steady_start, last_send, "steady"
     ends = [s.result.t_end or s.result.t_last_token for s in measured if s.result.t_end or s.result.t_last_token]
     end = max(ends) if ends else start
     return (start, end, "with drain") if end > start else None
@@ -519,7 +522,7 @@ def _tokens_in(sample: LoadSample, start: int, end: int) -> float:
 def summarize_level(run: LevelRun, slo: Slo | None) -> LevelSummary:
     measured = [s for s in run.samples if not s.warmup]
     ok = [s for s in measured if s.result.ok]
-    window = measured_window(run.samples)
+    window = measured_window(run.samples, open_loop=run.level.rate is not None)
     output_tps = request_rate = goodput = window_s = None
     kind = "none"
     if window is not None:

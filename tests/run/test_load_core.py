@@ -281,6 +281,24 @@ def test_slo_goodput_and_capacity_by_hand():
     assert capacity(levels, slo, 0.9)[0].sentence().startswith("capacity: not reached")
 
 
+def test_an_open_loop_window_starts_once_the_requests_in_flight_have_built_up():
+    # 4 req/s, every answer 2 s long (5 tokens, the first at 1 s): in flight rises from 0 to 8 over the first 2 s.
+    # Counted from the first measured send, that build-up made a server answering 4 req/s look like 3.2 req/s.
+    rate, e2e = 4.0, 2.0
+    samples = [sample(i, send=i / rate, ttft=1.0, n=5, itl=0.25, warmup=i < 2) for i in range(40)]
+    summary = summarize_level(LevelRun(Level(rate=rate), samples, t0=0, wall_s=12.0, cpu_s=0.1), None)
+    assert summary.window == "steady"
+    assert summary.window_s == pytest.approx(39 / rate - (2 / rate + e2e))   # from 2 s after the last warm-up send
+    assert summary.request_rate == pytest.approx(rate, rel=0.05)
+    assert summary.output_tps == pytest.approx(rate * 5, rel=0.05)
+    # Closed loop keeps its window: its ramp-up (the users started over one answer's time) is the warm-up.
+    closed = summarize_level(LevelRun(Level(concurrency=8), samples, t0=0, wall_s=12.0, cpu_s=0.1), None)
+    assert closed.window_s == pytest.approx((39 - 2) / rate)
+    # Answers longer than the whole level: no steady state to measure, the window runs to the last answer.
+    slow = [sample(i, send=i / rate, ttft=15.0, n=5, itl=0.25, warmup=i < 2) for i in range(40)]
+    assert summarize_level(LevelRun(Level(rate=rate), slow, t0=0, wall_s=30.0, cpu_s=0.1), None).window == "with drain"
+
+
 def _open_level(due: list[float], started: list[float], rate: float) -> LevelRun:
     samples = [sample(i, send=t, ttft=0.05, n=2, itl=0.01, scheduled=d) for i, (d, t) in enumerate(zip(due, started))]
     for s, t in zip(samples, started):
