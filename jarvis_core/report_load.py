@@ -24,10 +24,10 @@ LOAD_TERMS: tuple[tuple[str, str], ...] = (
     ("warm-up", "The first requests of every level (load.warmup, default 2; in closed loop at least the ramp-up's "
                 "N + 1) are sent and discarded."),
     ("measured window", "From the first measured request sent (or the last warm-up one, if that was later) to the "
-                        "last request sent (window = steady): ramp-up and drain excluded; in open loop it starts later by the "
-                        "answers' E2E p90, while the requests in flight build up. Streamed answers count only their "
-                        "chunks that arrived inside it. When every request was sent at once, or the answers are as "
-                        "long as the level, the window runs to the last answer (window = with drain)."),
+                        "last request sent (window = steady): ramp-up and drain excluded; in open loop it starts "
+                        "later by the answers' E2E p90, while the requests in flight build up. Streamed answers count "
+                        "only their chunks that arrived inside it. When every request was sent at once, or the "
+                        "answers are as long as the level, the window runs to the last answer (window = with drain)."),
     ("TTFT from the schedule", "In open loop TTFT and E2E are also measured from the scheduled send time, as a user "
                                "experiences them (ttft_sched_*); ttft_* is from the moment the request was written."),
     ("SLO and goodput", "An SLO bounds TTFT (from the schedule), ITL and E2E (from the schedule) per request; goodput "
