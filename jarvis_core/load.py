@@ -483,12 +483,12 @@ class LevelSummary:
                 "achieved_rate": self.achieved_rate, "stopped_early": self.stopped_early, "flags": self.flags}
 
 
-def measured_window(samples: list[LoadSample], *, open_loop: bool = False) -> tuple[int, int, str] | None:
+def measured_window(samples: list[LoadSample], *, ramp_s: float | None = None) -> tuple[int, int, str] | None:
     """(start, end, kind) of the window throughput is counted over. It starts when the first measured request is
     sent, or the last warm-up one if that was later (the warm-up is the ramp-up: in closed loop, until the last user
     has started), and ends when the last request is sent: from then on fewer requests are in flight (the drain). In
     open loop the requests in flight keep building up for about one answer's time after that (nothing is answered
-    yet), so the window starts later by the measured answers' E2E p90. When that leaves no time (every request sent
+    yet), so the window starts later by `ramp_s` (the measured answers' E2E p90). When that leaves no time (every request sent
     at once, or answers longer than the level), the window runs to the last answer instead, and says `with drain`."""
     measured = [s for s in samples if not s.warmup and s.result.t_send]
     if not measured:
@@ -496,8 +496,7 @@ def measured_window(samples: list[LoadSample], *, open_loop: bool = False) -> tu
     start = max([s.result.t_send for s in samples if s.warmup and s.result.t_send]
                 + [min(s.result.t_send for s in measured)])
     last_send = max(s.result.t_send for s in samples if s.result.t_send)
-    ramp = _pcts(s.e2e_s for s in measured if s.result.ok)["p90"] if open_loop else None
-    steady_start = start + int((ramp or 0.0) * 1e9)
+    steady_start = start + int((ramp_s or 0.0) * 1e9)
     if last_send - steady_start > 0 and len(measured) > 1:
         return steady_start, last_send, "steady"
     ends = [s.result.t_end or s.result.t_last_token for s in measured if s.result.t_end or s.result.t_last_token]
@@ -522,7 +521,8 @@ def _tokens_in(sample: LoadSample, start: int, end: int) -> float:
 def summarize_level(run: LevelRun, slo: Slo | None) -> LevelSummary:
     measured = [s for s in run.samples if not s.warmup]
     ok = [s for s in measured if s.result.ok]
-    window = measured_window(run.samples, open_loop=run.level.rate is not None)
+    e2e = _pcts(s.e2e_s for s in ok)
+    window = measured_window(run.samples, ramp_s=e2e["p90"] if run.level.rate is not None else None)
     output_tps = request_rate = goodput = window_s = None
     kind = "none"
     if window is not None:
@@ -539,7 +539,7 @@ def summarize_level(run: LevelRun, slo: Slo | None) -> LevelSummary:
     summary = LevelSummary(
         level=run.level, requests_ok=len(ok), requests_error=len(measured) - len(ok), output_tps=output_tps,
         request_rate=request_rate, goodput_rps=goodput, slo_share=share,
-        ttft_s=_pcts(s.ttft_s for s in ok), itl_s=_pcts(s.itl_s for s in ok), e2e_s=_pcts(s.e2e_s for s in ok),
+        ttft_s=_pcts(s.ttft_s for s in ok), itl_s=_pcts(s.itl_s for s in ok), e2e_s=e2e,
         ttft_sched_s=_pcts(s.ttft_sched_s for s in ok), queue_wait_s=_pcts(s.queue_wait_s for s in measured),
         send_lag_s=_pcts(s.send_lag_s for s in measured), client_cpu=cpu, window_s=window_s, window=kind,
         stopped_early=sum(1 for s in measured if s.stopped_early))

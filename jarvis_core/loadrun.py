@@ -68,6 +68,10 @@ def run_profile(profile: LoadProfile, *, send: Callable[[Any], Any], prompts: li
         say(f"  load: {engine} serves {shown} requests at once ({parallelism.setting})"
             + (f"; {parallelism.detail}" if parallelism.detail else ""))
 
+    def write_level(summary: LevelSummary, wall_s: float, **status: str) -> None:
+        write({"type": "load_level", **identity, **summary.to_json(), **status, "wall_s": wall_s,
+               "parallelism": _parallelism_json(parallelism), "profile": profile.to_json(), "time": now_iso()})
+
     def one(level: Level) -> LevelSummary:
         key = (level.concurrency, level.rate)
         if key in known:
@@ -102,17 +106,15 @@ def run_profile(profile: LoadProfile, *, send: Callable[[Any], Any], prompts: li
             answered = sorted(seen, key=lambda sample: sample.index)
             if any(not sample.warmup for sample in answered):  # the level's row, from what was measured
                 partial = LevelRun(level, answered, t0, (time.perf_counter_ns() - t0) / 1e9, time.process_time() - cpu0)
-                write({"type": "load_level", **identity, **summarize_level(partial, profile.slo).to_json(),
-                       "status": INTERRUPTED, "reason": f"Ctrl-C after {len(answered)} answers (the figures are "
-                       f"theirs); jarvis run --resume measures the level again", "wall_s": partial.wall_s,
-                       "parallelism": _parallelism_json(parallelism), "profile": profile.to_json(), "time": now_iso()})
+                write_level(summarize_level(partial, profile.slo), partial.wall_s, status=INTERRUPTED,
+                            reason=f"Ctrl-C after {len(answered)} answers (the figures are theirs); jarvis run "
+                                   f"--resume measures the level again")
             raise
         summary = known[key] = summarize_level(run, profile.slo)
         summaries.append(summary)
         # A level whose every request failed is an error row (its figures are empty), never an "ok" level at zero.
         status = {"status": Status.ERROR.value, "reason": summary.flags[-1]} if summary.all_failed else {}
-        write({"type": "load_level", **identity, **summary.to_json(), **status, "wall_s": run.wall_s,
-               "parallelism": _parallelism_json(parallelism), "profile": profile.to_json(), "time": now_iso()})
+        write_level(summary, run.wall_s, **status)
         say("  " + level_line(summary))
         for flag in summary.flags:
             say(f"    ! {flag}")

@@ -24,6 +24,11 @@ def tag(index: int) -> str:
     return make(index).messages[0].content.split(":")[0]
 
 
+def index_of(request) -> int:
+    """Which request of the level this is: its prompt begins "Request N:"."""
+    return int(request.messages[0].content.split(":")[0].split()[1])
+
+
 def test_requests_start_early_but_reach_the_engine_no_earlier_than_due(load_server):  # noqa: F811
     url = load_server(ttft=0.02, tokens=3, gap=0.005)
     called: dict[str, int] = {}
@@ -49,7 +54,7 @@ def test_a_send_path_without_the_gate_is_never_started_early():
 
     async def send(request):
         now = clock()
-        called.append((int(request.messages[0].content.split(":")[0].split()[1]), now))
+        called.append((index_of(request), now))
         await asyncio.sleep(0.005)
         return InferResult(stream=True, t_send=now, t_first_token=clock(), t_last_token=clock(), t_end=clock(),
                            chunk_times=[clock()], output_tokens=1)
@@ -67,7 +72,7 @@ def test_a_plugin_writing_by_its_own_means_opts_in_with_until_due():
         started = clock()
         await until_due()  # ... build the request, take a connection, then:
         now = clock()
-        written.append((int(request.messages[0].content.split(":")[0].split()[1]), started, now))
+        written.append((index_of(request), started, now))
         return InferResult(stream=True, t_send=now, t_first_token=clock(), t_last_token=clock(), t_end=clock(),
                            chunk_times=[clock()], output_tokens=1)
 
